@@ -219,9 +219,9 @@ def subsample_per_class(index: pd.DataFrame, per_split_class: int | None, seed: 
     """At most ``per_split_class`` rows per (split, label), chosen at random; all rows for None."""
     if per_split_class is None:
         return index.reset_index(drop=True)
-    return (index.groupby(["split", "label"], group_keys=False)
-            .apply(lambda g: g.sample(min(len(g), per_split_class), random_state=seed))
-            .sort_values("path").reset_index(drop=True))
+    picks = [group.sample(min(len(group), per_split_class), random_state=seed)
+             for _, group in index.groupby(["split", "label"])]
+    return pd.concat(picks).sort_values("path").reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -638,11 +638,14 @@ def cached_features(extractor, index: pd.DataFrame, cache_dir: str | os.PathLike
 
 @dataclass
 class TrainingResult:
-    """History per epoch (dict of lists), best epoch (1-based, by validation loss), wall seconds."""
+    """History per epoch (dict of lists), best epoch (1-based, by validation loss), wall seconds
+    of fitting, and for heads on cached features the seconds spent computing those features
+    (0 when all came from the cache)."""
 
     history: dict
     best_epoch: int
     seconds: float
+    feature_seconds: float = 0.0
 
 
 def train_with_early_stopping(model, train_data, val_data, class_weight: dict[int, float],
@@ -661,6 +664,31 @@ def train_with_early_stopping(model, train_data, val_data, class_weight: dict[in
     seconds = time.perf_counter() - start
     best_epoch = int(np.argmin(history.history["val_loss"])) + 1
     return TrainingResult(history=history.history, best_epoch=best_epoch, seconds=seconds)
+
+
+def train_head_on_cached_features(model, head, base_name: str, subsets: dict[str, pd.DataFrame],
+                                  cache_dir: str | os.PathLike, class_weight: dict[int, float],
+                                  epochs: int, patience: int, batch_size: int = 16,
+                                  learning_rate: float = 1e-3) -> tuple[TrainingResult, dict[str, np.ndarray]]:
+    """Train the head of a frozen-base transfer ``model`` on cached base features.
+
+    ``subsets`` maps "train", "val" (and e.g. "test") to index frames. Features of each are
+    computed once with the frozen base (or loaded from ``cache_dir``); the head, whose layers the
+    full model shares, is fit on them with class weights and early stopping on validation loss.
+    Returns the training result (with ``feature_seconds``) and the features per subset.
+    """
+    start = time.perf_counter()
+    extractor = feature_extractor(model)
+    loaded = {name: cached_features(extractor, frame, cache_dir, base_name) for name, frame in subsets.items()}
+    features = {name: values for name, (values, _) in loaded.items()}
+    extraction_seconds = 0.0 if all(hit for _, hit in loaded.values()) else time.perf_counter() - start
+    compile_binary_classifier(head, learning_rate)
+    result = train_with_early_stopping(
+        head, (features["train"], subsets["train"]["target"].to_numpy(np.float32)),
+        (features["val"], subsets["val"]["target"].to_numpy(np.float32)),
+        class_weight, epochs, patience, batch_size=batch_size)
+    result.feature_seconds = extraction_seconds
+    return result, features
 
 
 def predict_probabilities(model, images, batch_size: int = 32) -> np.ndarray:
@@ -800,6 +828,79 @@ def replace_marked_section(path: str | os.PathLike, marker: str, content: str) -
 
 
 # ----------------------------------------------------------------------------------------------
+# Figures of training and evaluation
+# ----------------------------------------------------------------------------------------------
+def save_figure(figure, directory: str | os.PathLike | None, name: str):
+    """Save ``figure`` as ``<directory>/<name>.png`` (150 dpi) when a directory is given; return it."""
+    if directory is not None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        figure.savefig(Path(directory) / f"{name}.png", dpi=150, bbox_inches="tight")
+    return figure
+
+
+def plot_training_curves(history: dict, title: str):
+    """Accuracy and loss per epoch, train vs validation; legends give mean ± std over epochs."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for axis, metric in zip(axes, ("accuracy", "loss")):
+        for key, name in ((metric, "train"), (f"val_{metric}", "validation")):
+            values = np.asarray(history[key])
+            axis.plot(epochs, values, marker="o", label=f"{name} ({values.mean():.3f} ± {values.std():.3f})")
+        axis.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
+        axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_confusion_matrices(y_true: Sequence[int], predictions: dict[str, Sequence[int]]):
+    """One confusion matrix (counts) per model, rows true class, columns predicted class."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    figure, axes = plt.subplots(1, len(predictions), figsize=(4.5 * len(predictions), 4), squeeze=False)
+    for axis, (name, y_pred) in zip(axes[0], predictions.items()):
+        ConfusionMatrixDisplay.from_predictions(y_true, y_pred, display_labels=CLASS_NAMES, ax=axis,
+                                                colorbar=False, cmap="Blues")
+        axis.set_title(name)
+    figure.suptitle("Confusion matrices, official test set")
+    figure.tight_layout()
+    return figure
+
+
+def plot_roc_curves(y_true: Sequence[int], probabilities: dict[str, Sequence[float]]):
+    """ROC curves of all models in one plot, AUC in the legend."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import RocCurveDisplay
+
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    for name, p in probabilities.items():
+        RocCurveDisplay.from_predictions(y_true, p, name=name, ax=axis)
+    axis.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
+    axis.set(title="ROC curves, official test set", xlabel="1 - specificity", ylabel="sensitivity")
+    axis.legend(loc="lower right")
+    return figure
+
+
+def plot_reliability(y_true: Sequence[int], probabilities: dict[str, Sequence[float]], n_bins: int = 10):
+    """Reliability diagram: observed PNEUMONIA share against mean predicted probability per bin."""
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss
+
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfectly calibrated")
+    for name, p in probabilities.items():
+        observed, predicted = calibration_curve(y_true, p, n_bins=n_bins, strategy="quantile")
+        axis.plot(predicted, observed, marker="o", label=f"{name} (Brier {brier_score_loss(y_true, p):.3f})")
+    axis.set(title="Calibration, official test set", xlabel="mean predicted probability of PNEUMONIA",
+             ylabel="observed share of PNEUMONIA")
+    axis.legend(loc="upper left")
+    return figure
+
+
+# ----------------------------------------------------------------------------------------------
 # Model bundles on disk
 # ----------------------------------------------------------------------------------------------
 def save_model_bundle(model, directory: str | os.PathLike, metadata: dict) -> Path:
@@ -862,8 +963,12 @@ def _gradcam_parts(model, last_conv_layer_name: str | None):
         raise ValueError(f"Model '{model.name}' has no layer named '{name}'") from None
     output_node = next(node for node in output_layer._inbound_nodes
                        if any(t is model.outputs[0] for t in node.output_tensors))
-    conv_output = next(t for node in conv._inbound_nodes for t in node.output_tensors
-                       if _depends_on(t, model.inputs[0]))
+    # the conv output on the path to the model's output (a Sequential built with add() has
+    # one node per rebuild; only the last graph's node feeds model.outputs)
+    conv_output = next((t for node in conv._inbound_nodes for t in node.output_tensors
+                        if _depends_on(output_node.input_tensors[0], t)), None)
+    if conv_output is None:
+        raise ValueError(f"Model '{model.name}': layer '{name}' does not feed the output layer")
     parts = keras.Model(model.inputs, [conv_output, output_node.input_tensors[0]])
     return parts, output_layer
 
@@ -899,7 +1004,7 @@ def _conv_and_logit_gradients(images, model, last_conv_layer_name, class_index, 
         if class_index is None:
             explained = tf.cast(probabilities >= threshold, tf.float32)
         else:
-            explained = tf.fill(tf.shape(logits), float(class_index))
+            explained = tf.broadcast_to(tf.constant(class_index, tf.float32), tf.shape(logits))
         scores = tf.where(explained > 0.5, logits, -logits)
         total = tf.reduce_sum(scores)  # images are independent: d total / dA_i = d score_i / dA_i
     grads = tape.gradient(total, conv_out)
@@ -915,14 +1020,15 @@ def _normalise_maps(cams: np.ndarray) -> np.ndarray:
 
 
 def make_gradcam_heatmaps(images, model, last_conv_layer_name: str | None = None,
-                          class_index: int | None = None, threshold: float = 0.5,
+                          class_index: int | Sequence[int] | None = None, threshold: float = 0.5,
                           method: str = "gradcam") -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM (or Grad-CAM++) maps of a batch, with the predictions of the same forward pass.
 
     Args:
         images: float32 (N, 224, 224, 3) in [0, 1].
         class_index: None explains the predicted class (probability >= threshold -> PNEUMONIA);
-            1 explains PNEUMONIA (score = logit); 0 explains NORMAL (score = -logit).
+            1 explains PNEUMONIA (score = logit); 0 explains NORMAL (score = -logit); an array (N,)
+            gives the class per image.
         method: "gradcam" (channel weights = mean gradient) or "gradcam++" (Chattopadhay et al.
             2018, with the exponential-score closed form).
 
@@ -973,10 +1079,13 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """PNG encoding of a uint8 image (H, W) or (H, W, 3)."""
+def png_bytes(image: np.ndarray, compress_level: int = 6) -> bytes:
+    """PNG encoding of a uint8 image (H, W) or (H, W, 3).
+
+    ``compress_level`` 0-9 is zlib's (Pillow's default 6); the app uses 1: about 5x faster on a
+    full-size overlay for a file about 15% larger."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
@@ -1049,3 +1158,397 @@ def masked_score_drop(model, images: np.ndarray, heatmaps: np.ndarray, fraction:
 
     base = class_probability(images)
     return base - class_probability(top_masked), base - class_probability(random_masked)
+
+
+def gradcam_checks(model, images: np.ndarray, threshold: float, last_conv_layer_name: str | None = None,
+                   method: str = "gradcam", seed: int = 0) -> dict[str, float]:
+    """The trust checks of one model's maps on ``images`` (N, 224, 224, 3), averaged over images.
+
+    - ``rank_corr_random_weights``: Spearman correlation between the maps and those of the same
+      architecture with random weights (Adebayo et al. 2018): near 0 passes, near 1 fails.
+    - ``drop_top10``/``drop_random10`` (and 20): fall in the explained class's probability when the
+      top 10% (20%) of the map, or as many random pixels, are masked: faithful maps drop more.
+    - ``border_mass``: share of map mass in the outer 10% frame (0.36 if uniform).
+    - ``empty_maps``: share of all-zero maps (no positive evidence).
+    """
+    heatmaps, probabilities = make_gradcam_heatmaps(images, model, last_conv_layer_name, threshold=threshold, method=method)
+    explained = (probabilities >= threshold).astype(int)
+    random_maps, _ = make_gradcam_heatmaps(images, randomised_copy(model, seed), last_conv_layer_name,
+                                           class_index=explained, method=method)
+    row = {"rank_corr_random_weights": float(np.nanmean(map_rank_correlation(heatmaps, random_maps)))}
+    for fraction in (0.1, 0.2):
+        top, random = masked_score_drop(model, images, heatmaps, fraction, explained, seed)
+        row[f"drop_top{int(fraction * 100)}"] = float(top.mean())
+        row[f"drop_random{int(fraction * 100)}"] = float(random.mean())
+    row["border_mass"] = float(np.nanmean(border_mass(heatmaps)))
+    row["empty_maps"] = float(np.mean(heatmaps.reshape(len(heatmaps), -1).max(axis=1) == 0))
+    return row
+
+
+def pick_examples(y_true: Sequence[int], y_pred: Sequence[int], per_group: int = 2, seed: int = 0) -> list[int]:
+    """Indices of up to ``per_group`` cases per (true class, correct / misclassified), at random."""
+    rng = np.random.default_rng(seed)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    chosen = []
+    for label in (0, 1):
+        for correct in (True, False):
+            rows = np.flatnonzero((y_true == label) & ((y_pred == y_true) == correct))
+            chosen.extend(rng.choice(rows, min(per_group, len(rows)), replace=False).tolist())
+    return chosen
+
+
+def plot_gradcam_grid(images: np.ndarray, heatmap_sets: dict[str, np.ndarray], titles: Sequence[str],
+                      suptitle: str, alpha: float = 0.4):
+    """One row per image: the X-ray, then one overlay per method in ``heatmap_sets``.
+
+    ``images`` uint8 (N, H, W, 3); each heatmap set (N, h, w) in [0, 1]; ``titles`` one per row."""
+    import matplotlib.pyplot as plt
+
+    columns = 1 + len(heatmap_sets)
+    figure, axes = plt.subplots(len(images), columns, figsize=(3.2 * columns, 3.3 * len(images)), squeeze=False)
+    for row, (image, title) in enumerate(zip(images, titles)):
+        axes[row, 0].imshow(image)
+        axes[row, 0].set_title(title, fontsize=9)
+        for column, (method, heatmaps) in enumerate(heatmap_sets.items(), start=1):
+            axes[row, column].imshow(overlay_heatmap(image, heatmaps[row], alpha))
+            axes[row, column].set_title(method, fontsize=9)
+    for axis in axes.ravel():
+        axis.axis("off")
+    figure.suptitle(suptitle)
+    figure.tight_layout()
+    return figure
+
+
+# ----------------------------------------------------------------------------------------------
+# Exploratory data analysis
+# ----------------------------------------------------------------------------------------------
+EXAMPLE_MAX_SIDE = 256  # pixels: example X-rays written for the app and the README are at most this
+SUBSET_TITLES = {"split": "official split", "subset": "patient-grouped re-split"}
+
+
+def _new_figure(width: float, height: float):
+    """A matplotlib Figure (inches) outside pyplot's global state, freed when unreferenced."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save_figure(figure, path: str | os.PathLike | None, dpi: int = 150) -> None:
+    """Save ``figure`` as an image at ``path`` (parent folders created); nothing when path is None."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=dpi)
+
+
+def _ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
+    """``order`` restricted to the values present, then any others sorted."""
+    present = set(values)
+    return [v for v in order if v in present] + sorted(present - set(order))
+
+
+def eda_subset(index: pd.DataFrame, per_split_class: int | None, seed: int = 0) -> pd.DataFrame:
+    """Rows of ``index`` (all columns, original order) chosen by :func:`subsample_per_class`."""
+    chosen = subsample_per_class(index, per_split_class, seed)["path"]
+    return index[index["path"].isin(chosen)].reset_index(drop=True)
+
+
+def load_gray(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file into uint8 grayscale (H, W) at its full resolution."""
+    import cv2
+
+    rgb = decode_image_bytes(Path(path).read_bytes(), source=str(path))
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def class_counts(index: pd.DataFrame, by: str = "split") -> pd.DataFrame:
+    """Images per split and class.
+
+    Args:
+        by: ``"split"`` (official split) or ``"subset"`` (from :func:`patient_grouped_split`).
+
+    Returns:
+        Rows train, val, test (those present) and ``all``; columns NORMAL, PNEUMONIA, total
+        (image counts) and pneumonia_share (PNEUMONIA / total, in [0, 1]).
+    """
+    table = (pd.crosstab(index[by], index["label"])
+             .reindex(index=_ordered(index[by], SPLITS), columns=list(CLASS_NAMES), fill_value=0))
+    table.loc["all"] = table.sum()
+    table["total"] = table[list(CLASS_NAMES)].sum(axis=1)
+    table["pneumonia_share"] = (table["PNEUMONIA"] / table["total"].where(table["total"] > 0)).round(3)
+    table.index.name, table.columns.name = by, None
+    return table
+
+
+def normalised_class_weights(weights: dict[int, float]) -> dict[int, float]:
+    """Class weights scaled to sum to 1 (how the original study reported them, e.g. 0.74 / 0.26)."""
+    total = sum(weights.values())
+    return {k: v / total for k, v in weights.items()}
+
+
+def plot_class_counts(index: pd.DataFrame, by: Sequence[str] = ("split",),
+                      path: str | os.PathLike | None = None):
+    """Bar plot of images per class in each split, one panel per column of ``by``
+    (e.g. ``("split", "subset")``: official split and patient-grouped re-split). Returns the Figure."""
+    figure = _new_figure(5.5 * len(by), 4.2)
+    axes = figure.subplots(1, len(by), squeeze=False)[0]
+    colours = {"NORMAL": "tab:blue", "PNEUMONIA": "tab:orange"}
+    for ax, column in zip(axes, by):
+        table = class_counts(index, column).drop(index="all")
+        positions = np.arange(len(table))
+        for offset, label in zip((-0.2, 0.2), CLASS_NAMES):
+            bars = ax.bar(positions + offset, table[label], width=0.4, label=label, color=colours[label])
+            ax.bar_label(bars, fontsize=8)
+        ax.set_xticks(positions, table.index)
+        ax.set_xlabel(SUBSET_TITLES.get(column, column))
+        ax.set_ylabel("images")
+        ax.set_title(f"Images per class, {SUBSET_TITLES.get(column, column)}")
+        ax.legend(title="class")
+    _save_figure(figure, path)
+    return figure
+
+
+def _sample_per_label(index: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Up to ``n`` random rows of each class, classes in CLASS_NAMES order."""
+    parts = [group.sample(min(n, len(group)), random_state=seed)
+             for _, group in index.groupby("label", sort=False)]
+    rows = pd.concat(parts)
+    return rows.sort_values("label", key=lambda s: s.map(CLASS_NAMES.index), kind="stable")
+
+
+def plot_sample_grid(index: pd.DataFrame, per_class: int = 4, seed: int = 0,
+                     path: str | os.PathLike | None = None):
+    """Grid of random X-rays: one row per class, ``per_class`` columns, titled with file name,
+    split and size in pixels. Returns the Figure."""
+    rows = _sample_per_label(index, per_class, seed)
+    labels = _ordered(rows["label"], CLASS_NAMES)
+    figure = _new_figure(2.6 * per_class, 2.9 * len(labels))
+    axes = figure.subplots(len(labels), per_class, squeeze=False)
+    for r, label in enumerate(labels):
+        chosen = rows[rows["label"] == label]
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(chosen):
+                ax.set_visible(False)
+                continue
+            row = chosen.iloc[c]
+            image = load_gray(row["path"])
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"{row['filename']}\n{row['split']}, {image.shape[1]}x{image.shape[0]} px", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=12)
+    figure.suptitle("Random chest X-rays per class")
+    _save_figure(figure, path)
+    return figure
+
+
+def canny_edges(image: np.ndarray, low: float = 30, high: float = 90) -> np.ndarray:
+    """Canny edge map (cv2.Canny, hysteresis thresholds ``low`` < ``high`` on the gradient
+    magnitude) of a uint8 grayscale (H, W) or RGB (H, W, 3) image: uint8 (H, W), 255 on edges, 0 elsewhere."""
+    import cv2
+
+    image = np.asarray(image, dtype=np.uint8)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.Canny(image, low, high)
+
+
+def plot_canny(paths: Sequence[str | os.PathLike],
+               thresholds: Sequence[tuple[float, float]] = ((100, 200), (30, 90)),
+               path: str | os.PathLike | None = None):
+    """Each image at its full resolution beside its Canny edges for each (low, high) threshold
+    pair (thresholds in the titles): one row per image, columns original then one per pair.
+    Returns the Figure."""
+    figure = _new_figure(4.5 * (1 + len(thresholds)), 4.0 * len(paths))
+    axes = figure.subplots(len(paths), 1 + len(thresholds), squeeze=False)
+    for row_axes, image_path in zip(axes, paths):
+        image = load_gray(image_path)
+        name, size = Path(image_path).name, f"{image.shape[1]}x{image.shape[0]} px"
+        row_axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
+        row_axes[0].set_title(f"{Path(image_path).parent.name}: {name}\noriginal, {size}", fontsize=9)
+        for ax, (low, high) in zip(row_axes[1:], thresholds):
+            edges = canny_edges(image, low, high)
+            ax.imshow(edges, cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
+            ax.set_title(f"Canny edges, low={low:g}, high={high:g}\n"
+                         f"{(edges > 0).mean():.2%} of pixels are edges", fontsize=9)
+        for ax in row_axes:
+            ax.set_xlabel("x (pixels)")
+            ax.set_ylabel("y (pixels)")
+    figure.suptitle("Canny edge detection on full-resolution originals")
+    _save_figure(figure, path)
+    return figure
+
+
+def size_summary(index: pd.DataFrame) -> pd.DataFrame:
+    """Image geometry per class (use an index of full-size originals): images, median width and
+    height (pixels), median and quartiles of the aspect ratio width / height, median megapixels,
+    share of 1-channel (grayscale) files."""
+    geometry = index.assign(aspect=index["width"] / index["height"],
+                            megapixels=index["width"] * index["height"] / 1e6)
+    grouped = geometry.groupby("label")
+    table = pd.DataFrame({
+        "images": grouped.size(),
+        "width_median": grouped["width"].median(),
+        "height_median": grouped["height"].median(),
+        "aspect_q25": grouped["aspect"].quantile(0.25),
+        "aspect_median": grouped["aspect"].median(),
+        "aspect_q75": grouped["aspect"].quantile(0.75),
+        "megapixels_median": grouped["megapixels"].median(),
+        "grayscale_share": grouped["channels"].apply(lambda c: (c == 1).mean()),
+    })
+    return table.reindex(_ordered(table.index, CLASS_NAMES)).round(3)
+
+
+def plot_size_distribution(index: pd.DataFrame, path: str | os.PathLike | None = None):
+    """Width against height (pixels) and the aspect ratio width / height, per class. Returns the Figure."""
+    figure = _new_figure(11, 4.3)
+    scatter, histogram = figure.subplots(1, 2)
+    aspect = index["width"] / index["height"]
+    bins = np.linspace(aspect.min(), aspect.max(), 31)
+    for label in _ordered(index["label"], CLASS_NAMES):
+        rows = index["label"] == label
+        scatter.scatter(index.loc[rows, "width"], index.loc[rows, "height"], s=10, alpha=0.6,
+                        label=f"{label} (n={rows.sum()})")
+        histogram.hist(aspect[rows], bins=bins, density=True, alpha=0.55, label=label)
+    top = float(index[["width", "height"]].max().max())
+    scatter.plot([0, top], [0, top], color="grey", linestyle=":", label="square (width = height)")
+    scatter.set(xlabel="width (pixels)", ylabel="height (pixels)", title="Original image sizes per class")
+    histogram.axvline(1.0, color="grey", linestyle=":", label="square, as the 224 x 224 input")
+    histogram.set(xlabel="aspect ratio width / height", ylabel="density",
+                  title="Aspect ratio per class (squashed to 1 at 224 x 224)")
+    scatter.legend()
+    histogram.legend()
+    _save_figure(figure, path)
+    return figure
+
+
+def intensity_histograms(paths: Sequence[str | os.PathLike], bins: int = 64) -> np.ndarray:
+    """Gray-level histograms at full resolution: float64 (N, bins), each row the share of an
+    image's pixels per bin of equal width over 0..255 (rows sum to 1)."""
+    edges = np.linspace(0, 256, bins + 1)
+    rows = [np.histogram(load_gray(p), bins=edges)[0] for p in paths]
+    counts = np.asarray(rows, dtype=np.float64).reshape(len(rows), bins)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def representative_rows(labels: Sequence[str], histograms: np.ndarray) -> dict[str, int]:
+    """Per class, the row position of the image whose histogram is closest (L1) to its class mean."""
+    labels = np.asarray(labels)
+    chosen = {}
+    for label in _ordered(labels, CLASS_NAMES):
+        rows = np.flatnonzero(labels == label)
+        distance = np.abs(histograms[rows] - histograms[rows].mean(axis=0)).sum(axis=1)
+        chosen[label] = int(rows[np.argmin(distance)])
+    return chosen
+
+
+def plot_intensity_histograms(index: pd.DataFrame, histograms: np.ndarray,
+                              path: str | os.PathLike | None = None):
+    """Mean gray-level histogram per class (band: 25th-75th percentile over images) with the
+    histograms of two representative images, and those two images. ``histograms`` (N, bins) come
+    from :func:`intensity_histograms` of ``index["path"]``. Returns the Figure."""
+    figure = _new_figure(15, 4.5)
+    plot, *image_axes = figure.subplots(1, 3, width_ratios=[1.4, 1, 1])
+    bins = histograms.shape[1]
+    centres = (np.arange(bins) + 0.5) * 256 / bins
+    representatives = representative_rows(index["label"], histograms)
+    for (label, row), ax, colour in zip(representatives.items(), image_axes, ("tab:blue", "tab:orange")):
+        rows = (index["label"] == label).to_numpy()
+        low, high = np.percentile(histograms[rows], [25, 75], axis=0)
+        plot.fill_between(centres, low, high, color=colour, alpha=0.2)
+        plot.plot(centres, histograms[rows].mean(axis=0), color=colour, label=f"{label} mean (n={rows.sum()})")
+        name = index["filename"].iloc[row]
+        plot.plot(centres, histograms[row], color=colour, linestyle="--", label=f"{label} example {name}")
+        image = load_gray(index["path"].iloc[row])
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"{label} example: {name}\n{image.shape[1]}x{image.shape[0]} px, mean gray {image.mean():.0f}",
+                     fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    plot.set(xlabel="gray level (0 = black, 255 = white)", ylabel="share of pixels per bin",
+             title="Pixel intensity histograms per class")
+    plot.legend(fontsize=8)
+    _save_figure(figure, path)
+    return figure
+
+
+def find_duplicates(index: pd.DataFrame) -> pd.DataFrame:
+    """Groups of byte-identical files (same sha256), one row per group.
+
+    Columns: sha256, n_files, filenames ("; "-joined), splits and labels (distinct values,
+    ","-joined), patients (distinct patient ids), scope ("within one split" / "across splits"),
+    label_conflict (True when the copies carry different classes). Empty when there are none.
+    """
+    columns = ["sha256", "n_files", "filenames", "splits", "labels", "patients", "scope", "label_conflict"]
+    copies = index[index["sha256"].duplicated(keep=False)]
+    if copies.empty:
+        return pd.DataFrame(columns=columns)
+    table = copies.groupby("sha256").agg(
+        n_files=("path", "size"), filenames=("filename", lambda s: "; ".join(sorted(s))),
+        splits=("split", lambda s: ",".join(_ordered(s, SPLITS))),
+        labels=("label", lambda s: ",".join(_ordered(s, CLASS_NAMES))),
+        patients=("patient_id", lambda s: ",".join(sorted(set(s)))),
+        n_splits=("split", "nunique"), n_labels=("label", "nunique")).reset_index()
+    table["scope"] = np.where(table["n_splits"] > 1, "across splits", "within one split")
+    table["label_conflict"] = table["n_labels"] > 1
+    return table.sort_values(["scope", "filenames"]).reset_index(drop=True)[columns]
+
+
+def patient_counts(index: pd.DataFrame, by: str = "split") -> pd.DataFrame:
+    """Patients (ids from file names, :func:`parse_patient_id`) per split and class.
+
+    Returns rows (``by``, label); columns images, patients, images_per_patient_mean,
+    images_per_patient_max, and ids_in_other_splits: patient ids of this row also found in another
+    split (same id in two splits: a possible leak, or the same number reused for another patient).
+    """
+    splits_per_id = index.groupby("patient_id")[by].nunique()
+    grouped = index.groupby([by, "label"])
+    per_patient = index.groupby([by, "label", "patient_id"]).size()
+    table = pd.DataFrame({
+        "images": grouped.size(),
+        "patients": grouped["patient_id"].nunique(),
+        "images_per_patient_mean": per_patient.groupby(level=[0, 1]).mean().round(2),
+        "images_per_patient_max": per_patient.groupby(level=[0, 1]).max(),
+        "ids_in_other_splits": grouped["patient_id"].apply(lambda ids: int((splits_per_id[ids.unique()] > 1).sum())),
+    })
+    order = [(s, c) for s in _ordered(index[by], SPLITS) for c in CLASS_NAMES if (s, c) in table.index]
+    return table.reindex(order)
+
+
+def plot_images_per_patient(index: pd.DataFrame, path: str | os.PathLike | None = None):
+    """Bar plot: how many patient ids (all splits of ``index`` pooled) have 1, 2, 3, ... images,
+    per class. Returns the Figure."""
+    figure = _new_figure(8, 4.2)
+    ax = figure.subplots()
+    counts = index.groupby(["label", "patient_id"]).size()
+    top = int(counts.max())
+    positions = np.arange(1, top + 1)
+    for offset, label in zip((-0.2, 0.2), _ordered(counts.index.get_level_values(0), CLASS_NAMES)):
+        patients = counts.loc[label].value_counts().reindex(positions, fill_value=0)
+        ax.bar(positions + offset, patients.to_numpy(), width=0.4, label=f"{label} ({len(counts.loc[label])} ids)")
+    ax.set_yscale("log")
+    ax.set_xticks(positions)
+    ax.set(xlabel="images per patient id", ylabel="patients (log scale)",
+           title="Images per patient id (parsed from file names, all splits pooled)")
+    ax.legend(title="class")
+    _save_figure(figure, path)
+    return figure
+
+
+def save_example_images(index: pd.DataFrame, out_dir: str | os.PathLike,
+                        max_side: int = EXAMPLE_MAX_SIDE, seed: int = 0) -> list[Path]:
+    """Write one random X-ray per split and class as ``example_<split>_<class>.png`` in ``out_dir``:
+    decoded from the data, grayscale, shrunk (aspect kept) to at most ``max_side`` pixels a side
+    and re-encoded as PNG. Returns the paths written, in split then class order."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for row in eda_subset(index, 1, seed).itertuples():
+        image = Image.fromarray(load_gray(row.path))
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        target = out_dir / f"example_{row.split}_{row.label.lower()}.png"
+        image.save(target, format="PNG")
+        written.append(target)
+    order = {(s, c.lower()): i for i, (s, c) in enumerate((s, c) for s in SPLITS for c in CLASS_NAMES)}
+    return sorted(written, key=lambda p: order.get(tuple(p.stem.split("_")[1:]), len(order)))

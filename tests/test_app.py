@@ -1,0 +1,496 @@
+"""The Flask app through Flask's test client: every route, every kind of bad input, image modes,
+full-size vs 224 px uploads, in-memory processing. One tiny Keras model serves the whole file."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import functions_for_grad_cam as fgc  # noqa: E402
+import app as app_package  # noqa: E402
+from app import ModelNotFoundError, create_app  # noqa: E402
+
+DATA_ROOT = Path(os.environ.get("CHEST_XRAY_DATA_ROOT", REPO.parent / "shared" / "data"))
+FULLSIZE = DATA_ROOT / "chest_xray_fullsize_sample"
+SMALL = DATA_ROOT / "chest_xray_224"
+RESULT_KEYS = {"label", "probability", "threshold", "model", "heatmap_png"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures
+# ----------------------------------------------------------------------------------------------
+def build_tiny_model():
+    """Input (224, 224, 3) -> two small Conv2D -> global average pooling -> Dense(1, sigmoid)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((224, 224, 3), name="image")
+    x = keras.layers.Conv2D(4, 5, strides=4, activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
+    return keras.Model(inputs, outputs, name="tiny_test_cnn")
+
+
+def fullsize_pairs(split: str = "test", limit: int | None = None) -> list[tuple[Path, Path]]:
+    """(full-size original, its 224 px copy) pairs of one split, both classes, sorted."""
+    pairs = []
+    for original in sorted(FULLSIZE.glob(f"{split}/*/*")):
+        copy = SMALL / original.relative_to(FULLSIZE)
+        if original.suffix.lower() in fgc.IMAGE_SUFFIXES and copy.is_file():
+            pairs.append((original, copy))
+    return pairs[:limit] if limit else pairs
+
+
+def calibrate(model, pairs) -> None:
+    """Spread the tiny model's outputs over both classes on real X-rays (else every probability
+    is about 0.5): scale the output layer so the 224 px copies' logits have std 2 and put the
+    decision boundary in the widest gap between them (in the middle half, so both classes are
+    predicted), as a trained model separates cases; full-size vs 224 px labels are then a check
+    that preprocessing matches, not a coin toss at the threshold."""
+    import keras
+
+    features = keras.Model(model.inputs, model.get_layer("pool").output)
+    pooled = np.concatenate([np.asarray(features(fgc.load_image_for_model(copy.read_bytes())[1]))
+                             for _, copy in pairs])
+    kernel, _ = model.get_layer("output").get_weights()
+    logits = np.sort((pooled @ kernel).ravel())
+    scale = 2.0 / max(float(logits.std()), 1e-6)
+    low, high = len(logits) // 4, len(logits) - len(logits) // 4
+    gap = low + int(np.argmax(np.diff(logits[low - 1:high])))  # boundary between gap - 1 and gap
+    boundary = (logits[gap - 1] + logits[gap]) / 2
+    model.get_layer("output").set_weights([kernel * scale, np.array([-boundary * scale], np.float32)])
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    model = build_tiny_model()
+    pairs = fullsize_pairs()
+    if len(pairs) >= 4:
+        calibrate(model, pairs)
+    return fgc.save_model_bundle(model, tmp_path_factory.mktemp("models"), {"threshold": 0.5})
+
+
+@pytest.fixture(scope="module")
+def app(model_path):
+    application = create_app(model_path)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def xray() -> Image.Image:
+    """A grayscale X-ray (real when the data is at hand, else a synthetic gradient), 300 x 260."""
+    pairs = fullsize_pairs()
+    if pairs:
+        return Image.open(pairs[0][0]).convert("L").resize((300, 260))
+    ramp = np.linspace(0, 255, 300, dtype=np.float32)[None, :] * np.ones((260, 1), np.float32)
+    return Image.fromarray(ramp.astype(np.uint8), "L")
+
+
+@pytest.fixture(scope="module")
+def jpeg_bytes(xray) -> bytes:
+    return encode(xray.convert("RGB"), "JPEG", quality=90)
+
+
+def post(client, data: bytes | None, filename: str = "upload.jpg", path: str = "/api/predict", field="file"):
+    form = {} if data is None else {field: (io.BytesIO(data), filename)}
+    return client.post(path, data=form, content_type="multipart/form-data")
+
+
+def assert_error(response, status: int, *fragments: str) -> str:
+    assert response.status_code == status, response.data[:300]
+    assert response.is_json, response.data[:300]
+    body = response.get_json()
+    assert set(body) == {"error"}
+    for fragment in fragments:
+        assert fragment.lower() in body["error"].lower(), body["error"]
+    return body["error"]
+
+
+def assert_prediction(response, size: tuple[int, int] | None = None) -> dict:
+    assert response.status_code == 200, response.data[:300]
+    body = response.get_json()
+    assert set(body) == RESULT_KEYS
+    assert body["label"] in ("NORMAL", "PNEUMONIA")
+    assert 0.0 <= body["probability"] <= 1.0
+    assert body["label"] == ("PNEUMONIA" if body["probability"] >= body["threshold"] else "NORMAL")
+    assert body["threshold"] == 0.5 and body["model"] == "tiny_test_cnn"
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["heatmap_png"], validate=True)))
+    assert overlay.format == "PNG" and overlay.mode == "RGB"
+    if size is not None:
+        assert overlay.size == size  # the overlay is drawn at the upload's own resolution
+    return body
+
+
+# ----------------------------------------------------------------------------------------------
+# Routes
+# ----------------------------------------------------------------------------------------------
+def test_healthz_names_the_model(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "model": "tiny_test_cnn", "threshold": 0.5}
+
+
+def test_index_page_has_form_notice_and_no_cdn(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert 'enctype="multipart/form-data"' in page and 'name="file"' in page
+    assert "not a diagnostic device" in page and "tiny_test_cnn" in page
+    assert "http://" not in page and "https://" not in page  # everything is served locally
+    for asset in ("/static/style.css", "/static/app.js"):
+        assert client.get(asset).status_code == 200
+
+
+def test_api_predict_returns_label_probability_threshold_model_overlay(client, jpeg_bytes):
+    assert_prediction(post(client, jpeg_bytes), size=(300, 260))
+
+
+def test_prediction_is_deterministic_and_matches_module(client, app, jpeg_bytes):
+    first = post(client, jpeg_bytes).get_json()
+    second = post(client, jpeg_bytes).get_json()
+    assert first == second
+    predictor = app.extensions["predictor"]
+    _, model_input = fgc.load_image_for_model(jpeg_bytes)
+    expected = float(np.asarray(predictor.model(model_input, training=False))[0, 0])
+    assert first["probability"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_result_page_shows_images_label_probability_threshold_model(client, jpeg_bytes):
+    response = post(client, jpeg_bytes, path="/predict")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    for element in ('id="original-image"', 'id="overlay-image"', 'id="label"', 'id="probability"',
+                    'id="threshold"', 'id="model-name"'):
+        assert element in page
+    assert page.count("data:image/png;base64,") == 2
+    assert "Probability of PNEUMONIA" in page and "0.500" in page and "tiny_test_cnn" in page
+    assert "not a diagnostic device" in page
+
+
+def test_result_page_bad_upload_shows_message_with_400(client):
+    response = post(client, b"hello, I am text", filename="scan.jpg", path="/predict")
+    assert response.status_code == 400 and response.mimetype == "text/html"
+    assert "not an image" in response.get_data(as_text=True)
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    assert_error(client.get("/api/predict"), 405)
+    assert client.get("/api/predict").headers["Allow"]
+    assert_error(client.get("/api/nothing"), 404)
+    assert_error(client.get("/nothing"), 404)
+    assert_error(client.delete("/healthz"), 405)
+    assert_error(client.get("/examples/secret.png"), 404)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad inputs: status and message, and the app keeps serving
+# ----------------------------------------------------------------------------------------------
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_declaring(width: int, height: int, idat: bytes = b"") -> bytes:
+    """A PNG whose header declares width x height RGB pixels, followed by ``idat``."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat)
+            + png_chunk(b"IEND", b""))
+
+
+def zlib_bomb_png(side: int) -> bytes:
+    """A valid all-black side x side RGB PNG: side**2 * 3 bytes once decoded, a few hundred KB."""
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + 3 * side)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    return png_declaring(side, side, idat)
+
+
+BAD_INPUTS = {
+    "empty file": (b"", 400, ("empty",)),
+    "text file named .jpg": (b"patient: anonymous\nthis is not an image\n" * 20, 400, ("not an image",)),
+    "random bytes": (np.random.default_rng(0).bytes(5000), 400, ("not an image",)),
+    "JPEG header then garbage": (b"\xff\xd8\xff\xe0" + b"\x13" * 4000, 400, ("upload:",)),
+    "PNG declaring 100000 x 100000 pixels": (png_declaring(100_000, 100_000), 400, ("too large",)),
+    "PNG declaring 8000 x 8000 pixels": (png_declaring(8000, 8000), 400, ("too large",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_upload_is_400_with_message(client, name):
+    data, status, fragments = BAD_INPUTS[name]
+    assert_error(post(client, data), status, *fragments)
+
+
+def test_truncated_jpeg_is_400(client, jpeg_bytes):
+    assert_error(post(client, jpeg_bytes[: len(jpeg_bytes) // 2]), 400, "truncated")
+
+
+def test_decompression_bomb_is_400(client):
+    assert_error(post(client, zlib_bomb_png(8000)), 400, "too large", "8000x8000")
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    """The pixel-count check runs before the pixels are decoded: refusing a 192 MB bomb must
+    not raise the peak memory of a fresh process by more than a few tens of MB."""
+    code = f"""
+import resource, sys
+sys.path.insert(0, {str(REPO)!r})
+import functions_for_grad_cam as fgc
+data = open(sys.argv[1], 'rb').read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    fgc.decode_image_bytes(data, 'bomb')
+    print('DECODED')
+except fgc.ImageDecodeError as error:
+    print('REFUSED', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, error)
+"""
+    with tempfile.TemporaryDirectory() as folder:
+        bomb = Path(folder) / "bomb.png"
+        bomb.write_bytes(zlib_bomb_png(8000))
+        output = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True,
+                                text=True, timeout=120).stdout
+    assert output.startswith("REFUSED"), output
+    grown_kb = int(output.split()[1])
+    assert grown_kb < 50_000, output
+
+
+def test_missing_file_field_is_400(client, jpeg_bytes):
+    assert_error(post(client, None), 400, "field 'file'")
+    assert_error(post(client, jpeg_bytes, field="image"), 400, "field 'file'")
+    assert_error(client.post("/api/predict", data=jpeg_bytes, content_type="image/jpeg"), 400, "field 'file'")
+
+
+def test_oversized_upload_is_413(app, client):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    assert limit == 20 * 2 ** 20
+    assert_error(post(client, b"\xff\xd8" + b"\x00" * limit), 413, "too large", "20 MB")
+    response = post(client, b"\xff\xd8" + b"\x00" * limit, path="/predict")
+    assert response.status_code == 413 and "too large" in response.get_data(as_text=True)
+
+
+def test_keeps_serving_after_bad_requests(client, jpeg_bytes):
+    for data, _, _ in BAD_INPUTS.values():
+        post(client, data)
+    post(client, jpeg_bytes[:100])
+    assert_prediction(post(client, jpeg_bytes))
+    assert client.get("/healthz").status_code == 200
+
+
+# ----------------------------------------------------------------------------------------------
+# Image kinds: all decoded from content, whatever the name says
+# ----------------------------------------------------------------------------------------------
+def image_kinds(xray: Image.Image) -> dict[str, bytes]:
+    rgb = xray.convert("RGB")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgb.size))
+    palette_transparent = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    palette_transparent.info["transparency"] = 0
+    sixteen = Image.fromarray((np.asarray(xray, np.uint16) * 257).astype(np.uint16))
+    rotated = encode(rgb, "JPEG", exif=_exif_rotation(6))
+    return {
+        "grayscale PNG": encode(xray),
+        "grayscale JPEG": encode(xray, "JPEG"),
+        "RGB PNG": encode(rgb),
+        "RGBA PNG": encode(rgba),
+        "grayscale+alpha PNG": encode(xray.convert("LA")),
+        "palette PNG": encode(rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)),
+        "palette PNG with transparency": encode(palette_transparent, transparency=0),
+        "CMYK JPEG": encode(rgb.convert("CMYK"), "JPEG"),
+        "16-bit grayscale PNG": encode(sixteen),
+        "16-bit TIFF": encode(sixteen, "TIFF"),
+        "1-bit PNG": encode(xray.convert("1")),
+        "BMP": encode(rgb, "BMP"),
+        "GIF": encode(rgb, "GIF"),
+        "WebP": encode(rgb, "WEBP"),
+        "EXIF-rotated JPEG": rotated,
+    }
+
+
+def _exif_rotation(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def test_every_image_kind_is_accepted(client, xray):
+    kinds = image_kinds(xray)
+    for name, data in kinds.items():
+        # the client's file name and type are ignored: everything is sent as "scan.txt"
+        size = (260, 300) if name == "EXIF-rotated JPEG" else (300, 260)
+        assert_prediction(post(client, data, filename="scan.txt"), size=size)
+    sixteen_bit = post(client, kinds["16-bit grayscale PNG"]).get_json()
+    eight_bit = post(client, kinds["grayscale PNG"]).get_json()
+    assert sixteen_bit["probability"] == pytest.approx(eight_bit["probability"], abs=1e-4)
+
+
+def test_client_file_name_is_never_used(client, jpeg_bytes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    response = post(client, jpeg_bytes, filename="../../../../tmp/evil<script>.png")
+    body = assert_prediction(response)
+    assert "evil" not in json.dumps({key: value for key, value in body.items() if key != "heatmap_png"})
+    page = post(client, jpeg_bytes, filename="evil<script>.png", path="/predict").get_data(as_text=True)
+    assert "evil&lt;script" not in page and "evil<script" not in page  # never in base64 either
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_uploads_stay_in_memory(client, xray, monkeypatch):
+    """A 2 MB upload (Werkzeug spools > 500 KB to a temporary file by default) touches no file."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("an upload was written to a temporary file")
+
+    import werkzeug.formparser
+
+    for name in ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, refuse)
+        if hasattr(werkzeug.formparser, name):
+            monkeypatch.setattr(werkzeug.formparser, name, refuse)
+    noisy = np.random.default_rng(1).integers(0, 256, (900, 800, 3), dtype=np.uint8)
+    data = encode(Image.fromarray(noisy))
+    assert len(data) > 2 * 2 ** 20
+    assert_prediction(post(client, data), size=(800, 900))
+
+
+# ----------------------------------------------------------------------------------------------
+# Same preprocessing as training: full-size original and its 224 px copy
+# ----------------------------------------------------------------------------------------------
+def compare_fullsize_and_224(client, pairs, max_gap: float) -> list[str]:
+    """Labels of each pair agree; probabilities differ by at most max_gap. Returns the labels."""
+    labels = []
+    for original, copy in pairs:
+        full = assert_prediction_any(post(client, original.read_bytes()))
+        small = assert_prediction_any(post(client, copy.read_bytes()))
+        assert abs(full["probability"] - small["probability"]) <= max_gap, (original.name, full, small)
+        assert full["label"] == small["label"], (original.name, full["probability"], small["probability"])
+        labels.append(full["label"])
+    return labels
+
+
+def assert_prediction_any(response) -> dict:
+    assert response.status_code == 200, response.data[:300]
+    body = response.get_json()
+    return {key: body[key] for key in ("label", "probability", "threshold")}
+
+
+@pytest.mark.skipif(not FULLSIZE.is_dir() or not SMALL.is_dir(), reason=f"data not found in {DATA_ROOT}")
+def test_fullsize_and_224_copy_give_the_same_label(client):
+    pairs = fullsize_pairs()
+    assert len(pairs) >= 4, f"too few full-size/224 pairs in {FULLSIZE}"
+    labels = compare_fullsize_and_224(client, pairs, max_gap=0.15)
+    assert set(labels) == {"NORMAL", "PNEUMONIA"}  # the calibrated tiny model predicts both classes
+    original = Image.open(pairs[0][0])
+    assert max(original.size) > 400  # really full size
+
+
+def trained_model() -> Path | None:
+    for name in app_package.DEFAULT_MODELS:
+        if (REPO / name).is_file():
+            return REPO / name
+    return None
+
+
+@pytest.mark.skipif(trained_model() is None, reason="no trained model in models/ yet")
+@pytest.mark.skipif(not FULLSIZE.is_dir() or not SMALL.is_dir(), reason=f"data not found in {DATA_ROOT}")
+def test_trained_model_gives_the_same_label_for_fullsize_and_224():
+    client = create_app(trained_model()).test_client()
+    compare_fullsize_and_224(client, fullsize_pairs(limit=6), max_gap=0.1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Example images, model resolution, command line
+# ----------------------------------------------------------------------------------------------
+def test_examples_section_hidden_without_examples(app, client, tmp_path):
+    app.config["EXAMPLES_DIR"] = tmp_path
+    try:
+        (tmp_path / "class_balance.png").write_bytes(encode(Image.new("RGB", (10, 10))))  # a plot
+        assert 'id="examples"' not in client.get("/").get_data(as_text=True)
+    finally:
+        app.config["EXAMPLES_DIR"] = app_package.EXAMPLES_DIR
+
+
+def test_examples_are_listed_served_and_analysed_in_one_click(app, client, tmp_path, xray):
+    app.config["EXAMPLES_DIR"] = tmp_path
+    try:
+        (tmp_path / "example_normal.png").write_bytes(encode(xray))
+        (tmp_path / "example_pneumonia.png").write_bytes(encode(xray.convert("RGB")))
+        page = client.get("/").get_data(as_text=True)
+        assert 'id="examples"' in page and "example_normal.png" in page and "example_pneumonia.png" in page
+        served = client.get("/examples/example_normal.png")
+        assert served.status_code == 200 and served.mimetype == "image/png"
+        result = client.post("/predict", data={"example": "example_normal.png"})
+        assert result.status_code == 200 and 'id="overlay-image"' in result.get_data(as_text=True)
+        refused = client.post("/predict", data={"example": "../functions_for_grad_cam.py"})
+        assert refused.status_code == 400 and "Unknown example" in refused.get_data(as_text=True)
+        assert client.get("/examples/..%2Ffunctions_for_grad_cam.py").status_code == 404
+    finally:
+        app.config["EXAMPLES_DIR"] = app_package.EXAMPLES_DIR
+
+
+def test_model_path_from_argument_env_or_default(model_path, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODEL_PATH", str(model_path))
+    assert app_package.resolve_model_path() == model_path
+    assert app_package.resolve_model_path(model_path) == model_path
+    with pytest.raises(ModelNotFoundError, match="nowhere.keras"):
+        app_package.resolve_model_path(tmp_path / "nowhere.keras")
+    monkeypatch.setenv("MODEL_PATH", str(tmp_path / "gone.keras"))
+    with pytest.raises(ModelNotFoundError, match=r"gone.keras.*MODEL_PATH"):
+        create_app()
+    monkeypatch.delenv("MODEL_PATH")
+    monkeypatch.setattr(app_package, "REPO_ROOT", tmp_path)
+    with pytest.raises(ModelNotFoundError, match="model_deep_learning.ipynb"):
+        app_package.resolve_model_path()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "scratch_cnn.keras").write_bytes(b"")
+    assert app_package.resolve_model_path() == tmp_path / "models" / "scratch_cnn.keras"
+
+
+def test_not_a_model_is_a_clear_error(tmp_path):
+    fake = tmp_path / "fake.keras"
+    fake.write_text("not a model")
+    with pytest.raises(ValueError, match="not a loadable Keras model"):
+        create_app(fake)
+
+
+def test_command_line_reports_a_missing_model(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "app", "--model", str(tmp_path / "missing.keras")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Model file not found" in result.stderr and "missing.keras" in result.stderr
+
+
+def test_metadata_threshold_is_used(tmp_path, model_path, jpeg_bytes):
+    import shutil
+
+    copy = tmp_path / model_path.name
+    shutil.copy(model_path, copy)
+    metadata = json.loads(model_path.with_suffix(".json").read_text())
+    metadata.update(threshold=0.0, model_name="renamed_model")
+    copy.with_suffix(".json").write_text(json.dumps(metadata))
+    body = create_app(copy).test_client().post(
+        "/api/predict", data={"file": (io.BytesIO(jpeg_bytes), "a.jpg")}).get_json()
+    assert body["threshold"] == 0.0 and body["label"] == "PNEUMONIA" and body["model"] == "renamed_model"

@@ -1,0 +1,159 @@
+"""The web page in a real headless browser: Debian's Chromium driven by Playwright (no
+``playwright install``: the system browser is used). Upload an image, see the prediction and
+the Grad-CAM overlay; drag and drop; an example image in one click; a bad file's message."""
+from __future__ import annotations
+
+import io
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 60_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
+                                reason=f"{CHROMIUM} missing: install Debian's chromium (apt-get install chromium)")
+
+
+def build_tiny_model():
+    """Input (224, 224, 3) -> two small Conv2D -> global average pooling -> Dense(1, sigmoid)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((224, 224, 3), name="image")
+    x = keras.layers.Conv2D(4, 5, strides=4, activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
+    return keras.Model(inputs, outputs, name="tiny_browser_cnn")
+
+
+def xray_png(width: int = 320, height: int = 280) -> bytes:
+    """A smooth grayscale test picture (bright lungs-like blobs on dark), as PNG bytes."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    blobs = sum(np.exp(-(((xx - cx) / 50.0) ** 2 + ((yy - height / 2) / 80.0) ** 2)) for cx in (width / 3, 2 * width / 3))
+    buffer = io.BytesIO()
+    Image.fromarray((blobs / blobs.max() * 230).astype(np.uint8), "L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """(base URL, examples folder): the app on Werkzeug's threaded server in this process."""
+    from werkzeug.serving import make_server
+
+    import functions_for_grad_cam as fgc
+    from app import create_app
+
+    folder = tmp_path_factory.mktemp("browser")
+    model_path = fgc.save_model_bundle(build_tiny_model(), folder / "models", {"threshold": 0.5})
+    application = create_app(model_path)
+    examples = folder / "images"
+    examples.mkdir()
+    (examples / "example_xray.png").write_bytes(xray_png())
+    application.config["EXAMPLES_DIR"] = examples
+    server = make_server("127.0.0.1", 0, application, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", folder
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context()
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
+    context.close()
+    assert errors == [], errors  # no JavaScript errors
+
+
+def image_loaded(page, selector: str) -> tuple[int, int]:
+    """(naturalWidth, naturalHeight) of an <img> once decoded by the browser."""
+    page.wait_for_function(f"() => {{ const i = document.querySelector('{selector}'); "
+                           f"return i && i.complete && i.naturalWidth > 0; }}")
+    return tuple(page.eval_on_selector(selector, "i => [i.naturalWidth, i.naturalHeight]"))
+
+
+def assert_result_shown(page, size: tuple[int, int]) -> None:
+    page.wait_for_selector("#result")
+    assert page.inner_text("#label") in ("NORMAL", "PNEUMONIA")
+    probability = float(page.inner_text("#probability"))
+    assert 0.0 <= probability <= 1.0
+    assert page.inner_text("#threshold") == "0.500"
+    assert page.inner_text("#model-name") == "tiny_browser_cnn"
+    assert image_loaded(page, "#overlay-image") == size
+    assert image_loaded(page, "#original-image") == size
+
+
+def test_upload_shows_prediction_and_overlay(page, site):
+    url, folder = site
+    upload = folder / "chest.png"
+    upload.write_bytes(xray_png())
+    page.goto(url)
+    assert "not a diagnostic device" in page.inner_text("#notice")
+    page.set_input_files("#file-input", str(upload))
+    page.click("#submit-button")
+    assert_result_shown(page, (320, 280))
+
+
+def test_drag_and_drop_submits(page, site):
+    url, _ = site
+    page.goto(url)
+    data = list(xray_png(300, 200))
+    page.evaluate(
+        """bytes => {
+            const file = new File([new Uint8Array(bytes)], 'dropped.png', {type: 'image/png'});
+            const transfer = new DataTransfer();
+            transfer.items.add(file);
+            const zone = document.getElementById('drop-zone');
+            zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+            zone.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        }""", data)
+    assert_result_shown(page, (300, 200))
+
+
+def test_example_in_one_click(page, site):
+    url, _ = site
+    page.goto(url)
+    assert image_loaded(page, "#examples img") == (320, 280)
+    page.click("#examples button")
+    assert_result_shown(page, (320, 280))
+
+
+def test_bad_file_shows_message(page, site):
+    url, folder = site
+    fake = folder / "notes.jpg"
+    fake.write_text("this is a text file, not an X-ray")
+    page.goto(url)
+    page.set_input_files("#file-input", str(fake))
+    page.click("#submit-button")
+    page.wait_for_selector("#error")
+    assert "not an image" in page.inner_text("#error")
+    assert page.query_selector("#result") is None

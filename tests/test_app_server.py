@@ -1,0 +1,174 @@
+"""The app behind a real gunicorn server (the Docker image's settings, app/gunicorn_conf.py) on a
+free localhost port: concurrent uploads, bad requests, and that it keeps serving afterwards."""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import functions_for_grad_cam as fgc  # noqa: E402
+
+STARTUP_TIMEOUT = 180  # seconds: two workers each import TensorFlow and load the model
+REQUEST_TIMEOUT = 60
+UPLOADS, CLIENTS = 16, 4
+
+
+def build_tiny_model():
+    """Input (224, 224, 3) -> two small Conv2D -> global average pooling -> Dense(1, sigmoid)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((224, 224, 3), name="image")
+    x = keras.layers.Conv2D(4, 5, strides=4, activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
+    return keras.Model(inputs, outputs, name="tiny_server_cnn")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_gunicorn(model_path: Path, port: int, log_path: Path, workers: int = 2, threads: int = 4,
+                   max_upload_mb: float | None = None) -> subprocess.Popen:
+    """gunicorn with app/gunicorn_conf.py in its own process group; log to ``log_path``."""
+    env = {**os.environ, "MODEL_PATH": str(model_path), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads)}
+    if max_upload_mb is not None:
+        env["MAX_UPLOAD_MB"] = str(max_upload_mb)
+    command = [sys.executable, "-m", "gunicorn", "-c", "app/gunicorn_conf.py",
+               "--bind", f"127.0.0.1:{port}", "app:create_app()"]
+    log = open(log_path, "wb")
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, log_path: Path, expected_model: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            response = requests.get(f"{url}/healthz", timeout=5)
+            if response.status_code == 200 and response.json()["model"] == expected_model:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"gunicorn not healthy after {STARTUP_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop gunicorn (the master and its workers: the process group it leads)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    return fgc.save_model_bundle(build_tiny_model(), tmp_path_factory.mktemp("models"), {"threshold": 0.5})
+
+
+@pytest.fixture(scope="module")
+def server(model_path, tmp_path_factory):
+    """URL of a gunicorn server: 2 workers x 4 threads, uploads limited to 2 MB."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("logs") / "gunicorn.log"
+    process = start_gunicorn(model_path, port, log_path, max_upload_mb=2)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(process, url, log_path, "tiny_server_cnn")
+        yield url
+    finally:
+        stop(process)
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
+
+
+def sample_images() -> list[bytes]:
+    """A few uploads of different sizes: real full-size X-rays when at hand, else synthetic."""
+    root = Path(os.environ.get("CHEST_XRAY_DATA_ROOT", REPO.parent / "shared" / "data"))
+    originals = sorted((root / "chest_xray_fullsize_sample").glob("test/*/*.jpeg"))[:2]
+    images = [path.read_bytes() for path in originals]
+    for side in (224, 640):
+        noise = np.random.default_rng(side).integers(0, 256, (side, side), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(noise).save(buffer, format="JPEG")
+        images.append(buffer.getvalue())
+    return images
+
+
+def upload(url: str, data: bytes) -> requests.Response:
+    return requests.post(f"{url}/api/predict", files={"file": ("x.jpg", data)}, timeout=REQUEST_TIMEOUT)
+
+
+def test_healthz(server):
+    response = requests.get(f"{server}/healthz", timeout=10)
+    assert response.status_code == 200
+    assert response.json()["model"] == "tiny_server_cnn"
+
+
+def test_concurrent_uploads_all_succeed(server):
+    images = sample_images()
+    jobs = [images[i % len(images)] for i in range(UPLOADS)]
+    started = time.monotonic()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        responses = list(pool.map(lambda data: upload(server, data), jobs))
+    elapsed = time.monotonic() - started
+    assert [r.status_code for r in responses] == [200] * UPLOADS, [r.text[:200] for r in responses]
+    by_image: dict[int, set] = {}
+    for index, response in enumerate(responses):
+        body = response.json()
+        assert body["model"] == "tiny_server_cnn" and body["label"] in ("NORMAL", "PNEUMONIA")
+        Image.open(io.BytesIO(base64.b64decode(body["heatmap_png"]))).verify()
+        by_image.setdefault(index % len(images), set()).add((body["label"], round(body["probability"], 5)))
+    assert all(len(results) == 1 for results in by_image.values()), by_image  # same answer from each worker
+    assert elapsed < UPLOADS * REQUEST_TIMEOUT
+
+
+def test_bad_requests_are_json_4xx_and_server_keeps_serving(server):
+    cases = [
+        (upload(server, b""), 400, "empty"),
+        (upload(server, b"just some text, named x.jpg"), 400, "not an image"),
+        (upload(server, b"\xff\xd8\xff\xe0" + b"\x00" * 64), 400, "upload"),
+        (requests.post(f"{server}/api/predict", files={"other": ("x.jpg", b"abc")}, timeout=10), 400, "file"),
+        (requests.get(f"{server}/api/predict", timeout=10), 405, ""),
+        (requests.get(f"{server}/api/missing", timeout=10), 404, ""),
+    ]
+    for response, status, fragment in cases:
+        assert response.status_code == status, response.text[:300]
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert fragment in response.json()["error"].lower()
+    assert upload(server, sample_images()[-1]).status_code == 200
+
+
+def test_oversized_upload_is_413(server):
+    try:
+        response = upload(server, b"\xff\xd8" + b"\x00" * (3 * 2 ** 20))
+    except requests.ConnectionError:  # the server may close before the client has sent it all
+        pytest.skip("server closed the connection before the 413 was read (allowed by HTTP)")
+    assert response.status_code == 413
+    assert "too large" in response.json()["error"].lower()
+    assert upload(server, sample_images()[-1]).status_code == 200

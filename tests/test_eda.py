@@ -1,0 +1,273 @@
+"""Exploratory-analysis helpers: counts, duplicates, patients, Canny, sizes, intensities, figures,
+example images. Mostly on a tiny synthetic Kaggle-layout folder; a few checks on the real data
+(root from ``CHEST_XRAY_DATA_ROOT``, default ``<repo>/../shared/data``)."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import functions_for_grad_cam as f  # noqa: E402
+
+SPLITS = ("train", "val", "test")
+CLASSES = ("NORMAL", "PNEUMONIA")
+
+
+def _write_jpeg(path: Path, size: tuple[int, int], seed: int) -> None:
+    """A grayscale noise JPEG of ``size`` (width, height) pixels."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size[1], size[0]), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, mode="L").save(path, format="JPEG")
+
+
+@pytest.fixture()
+def tiny_tree(tmp_path) -> Path:
+    """Kaggle layout with known content.
+
+    Per split: NORMAL files are 300x200 px (landscape), PNEUMONIA 200x300 (portrait).
+    train: NORMAL IM-0001-0001, IM-0002-0001, IM-0003-0001; PNEUMONIA person1_bacteria_1,
+    person1_bacteria_2 (same patient), person2_virus_3. val: NORMAL IM-0004-0001, PNEUMONIA
+    person3_bacteria_4. test: NORMAL IM-0005-0001, IM-0006-0001; PNEUMONIA person1_virus_5
+    (an id also in train), person4_bacteria_6.
+    Known copies: train/NORMAL/IM-0002 == IM-0003 (within split); test/PNEUMONIA/person4_bacteria_6
+    == train/PNEUMONIA/person2_virus_3 (across splits).
+    """
+    files = {
+        ("train", "NORMAL"): ["IM-0001-0001.jpeg", "IM-0002-0001.jpeg"],
+        ("train", "PNEUMONIA"): ["person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person2_virus_3.jpeg"],
+        ("val", "NORMAL"): ["IM-0004-0001.jpeg"],
+        ("val", "PNEUMONIA"): ["person3_bacteria_4.jpeg"],
+        ("test", "NORMAL"): ["IM-0005-0001.jpeg", "IM-0006-0001.jpeg"],
+        ("test", "PNEUMONIA"): ["person1_virus_5.jpeg"],
+    }
+    seed = 0
+    for (split, label), names in files.items():
+        for name in names:
+            seed += 1
+            _write_jpeg(tmp_path / split / label / name, (300, 200) if label == "NORMAL" else (200, 300), seed)
+    shutil.copyfile(tmp_path / "train/NORMAL/IM-0002-0001.jpeg", tmp_path / "train/NORMAL/IM-0003-0001.jpeg")
+    shutil.copyfile(tmp_path / "train/PNEUMONIA/person2_virus_3.jpeg", tmp_path / "test/PNEUMONIA/person4_bacteria_6.jpeg")
+    return tmp_path
+
+
+@pytest.fixture()
+def tiny_index(tiny_tree) -> pd.DataFrame:
+    return f.build_index(tiny_tree)
+
+
+@pytest.fixture(scope="module")
+def real_data_root() -> Path:
+    root = Path(os.environ.get("CHEST_XRAY_DATA_ROOT", REPO_ROOT.parent / "shared" / "data")).resolve()
+    if not (root / "chest_xray_224").is_dir():
+        pytest.fail(f"Test data not found: {root}/chest_xray_224 (set CHEST_XRAY_DATA_ROOT)")
+    return root
+
+
+# ----------------------------------------------------------------------------------------------
+# Counts and class weights
+# ----------------------------------------------------------------------------------------------
+def test_class_counts_match_the_files_on_disk(tiny_tree, tiny_index):
+    table = f.class_counts(tiny_index)
+    assert list(table.index) == [*SPLITS, "all"]
+    for split in SPLITS:
+        for label in CLASSES:
+            assert table.loc[split, label] == len(list((tiny_tree / split / label).glob("*.jpeg")))
+    assert table.loc["all", "total"] == len(tiny_index) == 12
+    assert (table["total"] == table["NORMAL"] + table["PNEUMONIA"]).all()
+    assert table.loc["test", "pneumonia_share"] == pytest.approx(2 / 4)
+
+
+def test_class_counts_of_the_patient_grouped_subsets(tiny_index):
+    # four patients per class are too few for ten folds; two folds still keep train + val intact
+    grouped = f.patient_grouped_split(tiny_index, val_fraction=0.5)
+    official, resplit = f.class_counts(grouped, "split"), f.class_counts(grouped, "subset")
+    assert resplit.index.name == "subset"
+    assert resplit.loc["test"].equals(official.loc["test"])
+    pooled = official.loc["train", ["NORMAL", "PNEUMONIA"]] + official.loc["val", ["NORMAL", "PNEUMONIA"]]
+    assert (resplit.loc["train", ["NORMAL", "PNEUMONIA"]] + resplit.loc["val", ["NORMAL", "PNEUMONIA"]]).equals(pooled)
+
+
+def test_class_counts_of_the_real_224_set_match_build_index_and_the_folders(real_data_root):
+    root = real_data_root / "chest_xray_224"
+    index = f.build_index(root)
+    table = f.class_counts(index)
+    assert table.loc["all", "total"] == len(index)
+    for split in SPLITS:
+        for label in CLASSES:
+            on_disk = sum(1 for p in (root / split / label).iterdir() if p.is_file() and not p.name.startswith("."))
+            assert table.loc[split, label] == on_disk == ((index["split"] == split) & (index["label"] == label)).sum()
+    # the published layout (data README)
+    assert table.loc["train", ["NORMAL", "PNEUMONIA"]].tolist() == [1341, 3875]
+    assert table.loc["test", ["NORMAL", "PNEUMONIA"]].tolist() == [234, 390]
+
+
+def test_normalised_class_weights_reproduce_the_original_study():
+    targets = np.array([0] * 1341 + [1] * 3875)  # official training labels
+    share = f.normalised_class_weights(f.compute_class_weights(targets))
+    assert sum(share.values()) == pytest.approx(1.0)
+    assert share[0] == pytest.approx(0.74, abs=0.005) and share[1] == pytest.approx(0.26, abs=0.005)
+
+
+def test_eda_subset_keeps_every_column_and_caps_each_split_class(tiny_index):
+    subset = f.eda_subset(tiny_index, 1, seed=0)
+    assert list(subset.columns) == list(tiny_index.columns)
+    assert subset.groupby(["split", "label"]).size().max() == 1
+    assert len(subset) == 6
+    assert f.eda_subset(tiny_index, None).equals(tiny_index.reset_index(drop=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# Duplicates and patients
+# ----------------------------------------------------------------------------------------------
+def test_find_duplicates_reports_the_known_copies(tiny_index):
+    duplicates = f.find_duplicates(tiny_index)
+    assert len(duplicates) == 2
+    assert duplicates["n_files"].tolist() == [2, 2]
+    by_scope = duplicates.set_index("scope")
+    assert by_scope.loc["across splits", "filenames"] == "person2_virus_3.jpeg; person4_bacteria_6.jpeg"
+    assert by_scope.loc["across splits", "splits"] == "train,test"
+    assert by_scope.loc["within one split", "filenames"] == "IM-0002-0001.jpeg; IM-0003-0001.jpeg"
+    assert by_scope.loc["within one split", "patients"] == "IM-0002,IM-0003"
+    assert not duplicates["label_conflict"].any()
+
+
+def test_find_duplicates_flags_copies_with_different_labels(tiny_tree):
+    shutil.copyfile(tiny_tree / "val/NORMAL/IM-0004-0001.jpeg", tiny_tree / "val/PNEUMONIA/person9_virus_9.jpeg")
+    duplicates = f.find_duplicates(f.build_index(tiny_tree))
+    conflict = duplicates[duplicates["label_conflict"]]
+    assert len(conflict) == 1
+    assert conflict.iloc[0]["labels"] == "NORMAL,PNEUMONIA" and conflict.iloc[0]["scope"] == "within one split"
+
+
+def test_find_duplicates_of_distinct_files_is_empty(tiny_index):
+    unique = tiny_index.drop_duplicates("sha256")
+    duplicates = f.find_duplicates(unique)
+    assert duplicates.empty and "scope" in duplicates.columns
+
+
+def test_patient_counts_group_images_and_find_ids_shared_between_splits(tiny_index):
+    table = f.patient_counts(tiny_index)
+    train_pneumonia = table.loc[("train", "PNEUMONIA")]
+    assert train_pneumonia["images"] == 3 and train_pneumonia["patients"] == 2  # person1 twice, person2
+    assert train_pneumonia["images_per_patient_max"] == 2
+    assert train_pneumonia["ids_in_other_splits"] == 1  # person1 is also in test
+    assert table.loc[("test", "PNEUMONIA"), "ids_in_other_splits"] == 1
+    assert table.loc[("train", "NORMAL"), "ids_in_other_splits"] == 0
+    assert table["images"].sum() == len(tiny_index)
+
+
+# ----------------------------------------------------------------------------------------------
+# Canny, sizes, intensities
+# ----------------------------------------------------------------------------------------------
+def test_canny_edges_are_binary_full_size_and_on_the_step():
+    image = np.zeros((60, 80), np.uint8)
+    image[:, 40:] = 200  # a vertical step between columns 39 and 40
+    edges = f.canny_edges(image, 30, 90)
+    assert edges.shape == (60, 80) and edges.dtype == np.uint8
+    assert set(np.unique(edges)) == {0, 255}
+    assert set(np.flatnonzero(edges.any(axis=0))) <= {39, 40}
+    assert not f.canny_edges(np.full((60, 80), 128, np.uint8)).any()
+    rgb = np.repeat(image[:, :, None], 3, axis=2)
+    assert np.array_equal(f.canny_edges(rgb, 30, 90), edges)
+
+
+def test_higher_canny_thresholds_never_find_more_edges(real_data_root):
+    index = f.build_index(real_data_root / "chest_xray_fullsize_sample")
+    path = index[index["split"] == "val"]["path"].iloc[0]
+    gray = f.load_gray(path)
+    low, high = f.canny_edges(gray, 30, 90), f.canny_edges(gray, 100, 200)
+    assert low.shape == high.shape == gray.shape  # full resolution, not resized
+    assert (high > 0).sum() <= (low > 0).sum()
+
+
+def test_size_summary_gives_each_class_its_aspect_ratio(tiny_index):
+    table = f.size_summary(tiny_index)
+    assert list(table.index) == ["NORMAL", "PNEUMONIA"]
+    assert table.loc["NORMAL", "aspect_median"] == pytest.approx(1.5)
+    assert table.loc["PNEUMONIA", "aspect_median"] == pytest.approx(200 / 300, abs=1e-3)
+    assert table.loc["NORMAL", "grayscale_share"] == 1.0
+    assert table["images"].sum() == len(tiny_index)
+
+
+def test_intensity_histograms_are_shares_and_representatives_are_closest(tmp_path):
+    paths = []
+    for i, level in enumerate((10, 130, 250)):
+        path = tmp_path / f"flat{i}.png"
+        Image.fromarray(np.full((20, 30), level, np.uint8)).save(path)
+        paths.append(path)
+    histograms = f.intensity_histograms(paths, bins=16)
+    assert histograms.shape == (3, 16)
+    assert np.allclose(histograms.sum(axis=1), 1.0)
+    assert [int(np.argmax(h)) for h in histograms] == [10 * 16 // 256, 130 * 16 // 256, 250 * 16 // 256]
+    fake = np.array([[1.0, 0.0], [0.6, 0.4], [0.0, 1.0], [0.5, 0.5]])
+    chosen = f.representative_rows(["NORMAL", "NORMAL", "NORMAL", "PNEUMONIA"], fake)
+    assert chosen == {"NORMAL": 1, "PNEUMONIA": 3}
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures and example images
+# ----------------------------------------------------------------------------------------------
+def _check_figure(figure, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    assert isinstance(figure, Figure)
+    assert path.is_file() and path.stat().st_size > 0
+    drawn = [ax for ax in figure.axes if ax.get_visible()]
+    assert drawn and all(ax.get_title() for ax in drawn)
+
+
+@pytest.mark.parametrize("name", ["counts", "grid", "canny", "sizes", "intensity", "patients"])
+def test_plot_functions_return_labelled_figures_and_save_them(tiny_index, tmp_path, name):
+    path = tmp_path / "figures" / f"{name}.png"
+    if name == "counts":
+        grouped = f.patient_grouped_split(tiny_index, val_fraction=0.5)
+        figure = f.plot_class_counts(grouped, ("split", "subset"), path=path)
+        assert len(figure.axes) == 2
+    elif name == "grid":
+        figure = f.plot_sample_grid(tiny_index, per_class=2, path=path)
+    elif name == "canny":
+        figure = f.plot_canny(tiny_index["path"].iloc[:2].tolist(), thresholds=((100, 200), (30, 90)), path=path)
+        assert "low=30, high=90" in figure.axes[2].get_title()
+    elif name == "sizes":
+        figure = f.plot_size_distribution(tiny_index, path=path)
+    elif name == "intensity":
+        figure = f.plot_intensity_histograms(tiny_index, f.intensity_histograms(tiny_index["path"]), path=path)
+    else:
+        figure = f.plot_images_per_patient(tiny_index, path=path)
+    _check_figure(figure, path)
+    plots = [ax for ax in figure.axes if ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None]
+    if name in ("counts", "sizes", "intensity", "patients"):
+        assert plots, "a plot needs axis labels and a legend"
+
+
+def test_example_images_are_small_pngs_one_per_split_and_class(real_data_root, tmp_path):
+    fullsize = f.build_index(real_data_root / "chest_xray_fullsize_sample")
+    written = f.save_example_images(fullsize, tmp_path / "images", max_side=256)
+    expected = [f"example_{s}_{c.lower()}.png" for s in SPLITS for c in CLASSES]
+    assert [p.name for p in written] == expected
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(expected)
+    for path in written:
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert max(image.size) <= 256
+            assert max(image.size) == 256  # originals are larger: shrunk, not padded
+            assert image.mode == "L"
+
+
+def test_example_images_keep_the_aspect_ratio(tiny_index, tmp_path):
+    written = f.save_example_images(tiny_index, tmp_path, max_side=100)
+    assert len(written) == 6
+    for path in written:
+        with Image.open(path) as image:
+            assert sorted(image.size) == [67, 100]  # 300x200 or 200x300 shrunk to a 100 px side
