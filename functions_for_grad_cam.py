@@ -969,7 +969,7 @@ def _gradcam_parts(model, last_conv_layer_name: str | None):
                         if _depends_on(output_node.input_tensors[0], t)), None)
     if conv_output is None:
         raise ValueError(f"Model '{model.name}': layer '{name}' does not feed the output layer")
-    parts = keras.Model(model.inputs, [conv_output, output_node.input_tensors[0]])
+    parts = keras.Model(model.inputs[0], [conv_output, output_node.input_tensors[0]])
     return parts, output_layer
 
 
@@ -1074,7 +1074,7 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
         image = np.repeat(image[:, :, None], 3, axis=2)
     height, width = image.shape[:2]
     resized = cv2.resize(np.asarray(heatmap, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    coloured = colormaps[colormap](np.clip(resized, 0, 1))[:, :, :3] * 255.0
+    coloured = colormaps[colormap](np.clip(resized, 0, 1), bytes=True)[:, :, :3]
     blended = (1 - alpha) * image.astype(np.float32) + alpha * coloured
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
