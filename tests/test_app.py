@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build_tiny_model
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,19 +34,6 @@ RESULT_KEYS = {"label", "probability", "threshold", "model", "heatmap_png"}
 # ----------------------------------------------------------------------------------------------
 # Fixtures
 # ----------------------------------------------------------------------------------------------
-def build_tiny_model():
-    """Input (224, 224, 3) -> two small Conv2D -> global average pooling -> Dense(1, sigmoid)."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((224, 224, 3), name="image")
-    x = keras.layers.Conv2D(4, 5, strides=4, activation="relu", name="conv1")(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
-    return keras.Model(inputs, outputs, name="tiny_test_cnn")
-
-
 def fullsize_pairs(split: str = "test", limit: int | None = None) -> list[tuple[Path, Path]]:
     """(full-size original, its 224 px copy) pairs of one split, both classes, sorted."""
     pairs = []
@@ -78,7 +66,7 @@ def calibrate(model, pairs) -> None:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
-    model = build_tiny_model()
+    model = build_tiny_model("tiny_test_cnn")
     pairs = fullsize_pairs()
     if len(pairs) >= 4:
         calibrate(model, pairs)

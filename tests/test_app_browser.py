@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build_tiny_model
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,19 +23,6 @@ TIMEOUT_MS = 60_000
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
                                 reason=f"{CHROMIUM} missing: install Debian's chromium (apt-get install chromium)")
-
-
-def build_tiny_model():
-    """Input (224, 224, 3) -> two small Conv2D -> global average pooling -> Dense(1, sigmoid)."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((224, 224, 3), name="image")
-    x = keras.layers.Conv2D(4, 5, strides=4, activation="relu", name="conv1")(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
-    return keras.Model(inputs, outputs, name="tiny_browser_cnn")
 
 
 def xray_png(width: int = 320, height: int = 280) -> bytes:
@@ -55,7 +43,7 @@ def site(tmp_path_factory):
     from app import create_app
 
     folder = tmp_path_factory.mktemp("browser")
-    model_path = fgc.save_model_bundle(build_tiny_model(), folder / "models", {"threshold": 0.5})
+    model_path = fgc.save_model_bundle(build_tiny_model("tiny_browser_cnn"), folder / "models", {"threshold": 0.5})
     application = create_app(model_path)
     examples = folder / "images"
     examples.mkdir()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build_tiny_model
 import requests
 from PIL import Image
 
@@ -26,19 +27,6 @@ import functions_for_grad_cam as fgc  # noqa: E402
 STARTUP_TIMEOUT = 180  # seconds: two workers each import TensorFlow and load the model
 REQUEST_TIMEOUT = 60
 UPLOADS, CLIENTS = 16, 4
-
-
-def build_tiny_model():
-    """Input (224, 224, 3) -> two small Conv2D -> global average pooling -> Dense(1, sigmoid)."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((224, 224, 3), name="image")
-    x = keras.layers.Conv2D(4, 5, strides=4, activation="relu", name="conv1")(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
-    return keras.Model(inputs, outputs, name="tiny_server_cnn")
 
 
 def free_port() -> int:
@@ -89,7 +77,7 @@ def stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
-    return fgc.save_model_bundle(build_tiny_model(), tmp_path_factory.mktemp("models"), {"threshold": 0.5})
+    return fgc.save_model_bundle(build_tiny_model("tiny_server_cnn"), tmp_path_factory.mktemp("models"), {"threshold": 0.5})
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,195 @@
+"""Shared helpers of the speed benchmarks (bench/bench_*.py): command-line options, timing,
+machine description, and merging entries into bench/results.json.
+
+Every benchmark compares "the original's way" (baselines written here in bench/, as the original
+study's notebooks did it) with this project's way, in one run on the same machine, and reports the
+median of repeats after a warm-up. An entry of the results file reads
+
+    {"<name>": {"baseline": number or null, "ours": number, "unit": "...",
+                "ratio": how many times faster ours is, "notes": "..."}}
+
+with one more entry "machine" (CPU model, cores, TensorFlow and Keras versions).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DEFAULT_OUTPUT = REPO / "bench" / "results.json"
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+
+
+def default_data_root() -> Path:
+    """``$CHEST_XRAY_DATA_ROOT``, else ``../shared/data`` beside the repository (as the tests)."""
+    return Path(os.environ.get("CHEST_XRAY_DATA_ROOT", REPO.parent / "shared" / "data"))
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """Options every benchmark takes: --data-root, --output, --quick, --repeats, --warmup."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, default=default_data_root(),
+                        help="folder holding chest_xray_224/ and chest_xray_fullsize_sample/ "
+                             "(default: $CHEST_XRAY_DATA_ROOT, else ../shared/data)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="results file to merge the entries into (default: bench/results.json)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and 1 repeat: checks that the script runs, measures nothing")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default 1)")
+    return parser
+
+
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 5
+    if args.warmup is None:
+        args.warmup = 1
+    args.repeats = max(1, args.repeats)
+    args.warmup = max(0, args.warmup)
+    return args
+
+
+def class_files(folder: Path, per_class: int | None = None) -> tuple[list[str], list[int]]:
+    """Image files of ``folder/{NORMAL,PNEUMONIA}`` sorted as flow_from_directory lists them
+    (class folders in order, files by name), optionally the first ``per_class`` of each class;
+    returns (paths, targets)."""
+    paths, targets = [], []
+    for target, label in enumerate(CLASS_NAMES):
+        files = sorted(p for p in (folder / label).iterdir()
+                       if p.is_file() and not p.name.startswith("."))
+        for path in files[:per_class]:
+            paths.append(str(path))
+            targets.append(target)
+    if not paths:
+        raise SystemExit(f"No images found in {folder}/{{NORMAL,PNEUMONIA}}")
+    return paths, targets
+
+
+def interleave(paths: list[str], targets: list[int], n: int) -> tuple[list[str], list[int]]:
+    """The first ``n`` items taking NORMAL and PNEUMONIA files in turn (both classes in small subsets)."""
+    by_class = [[(p, t) for p, t in zip(paths, targets) if t == c] for c in (0, 1)]
+    mixed = [item for pair in zip(*by_class) for item in pair]
+    mixed += [item for group in by_class for item in group[len(mixed) // 2:]]
+    mixed = mixed[:n]
+    return [p for p, _ in mixed], [t for _, t in mixed]
+
+
+def time_runs(function: Callable[[], object], repeats: int, warmup: int) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``function`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        function()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def median(values) -> float:
+    return float(statistics.median(values))
+
+
+def spread(values) -> str:
+    """'median (min-max, n runs)' of a list of seconds, for notes."""
+    return f"{median(values):.3g} s (min {min(values):.3g}, max {max(values):.3g}, {len(values)} runs)"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """CPU model and cores, TensorFlow / Keras / Python versions, date of the run."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable,
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "gpu": bool(tf.config.list_physical_devices("GPU")),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def make_entry(baseline: float | None, ours: float, unit: str, higher_is_better: bool, notes: str) -> dict:
+    """An entry with ``ratio`` = how many times faster ours is (ours/baseline for rates such as
+    images/s, baseline/ours for durations such as seconds)."""
+    ratio = None
+    if baseline is not None and ours is not None and baseline > 0 and ours > 0:
+        ratio = ours / baseline if higher_is_better else baseline / ours
+    rounded = (lambda v: None if v is None else float(f"{v:.4g}"))
+    return {"baseline": rounded(baseline), "ours": rounded(ours), "unit": unit,
+            "ratio": None if ratio is None else round(ratio, 2), "notes": notes}
+
+
+def merge_results(path: Path, entries: dict, quick: bool = False) -> None:
+    """Merge ``entries`` (and a fresh "machine" entry) into the JSON file at ``path``, keeping its
+    other entries; written atomically (temporary file in the same folder, then renamed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+
+        lock = open(path.with_name(path.name + ".lock"), "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        lock = None
+    try:
+        results = json.loads(path.read_text()) if path.is_file() and path.stat().st_size else {}
+        if quick:
+            entries = {name: {**entry, "notes": "QUICK RUN (tiny sizes, not a measurement). " + entry["notes"]}
+                       for name, entry in entries.items()}
+        results.update(entries)
+        results["machine"] = machine_info()
+        handle, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        with os.fdopen(handle, "w") as out:
+            json.dump(results, out, indent=2, sort_keys=True)
+            out.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if lock is not None:
+            lock.close()
+    for name, entry in entries.items():
+        print(f"{name}: baseline {entry['baseline']} / ours {entry['ours']} {entry['unit']} "
+              f"-> {entry['ratio'] if entry['ratio'] is not None else 'n/a '}x  ({entry['notes']})")
+    print(f"written: {path}")
+
+
+def image_data_generator():
+    """The original's ``ImageDataGenerator`` class. Keras 3 dropped it from the public
+    ``keras.preprocessing.image``; it lives on as ``keras.src.legacy.preprocessing.image`` (also
+    served as ``tf.keras.preprocessing.image.ImageDataGenerator``). Returns (class, where)."""
+    try:
+        from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+        return ImageDataGenerator, "keras.src.legacy.preprocessing.image.ImageDataGenerator"
+    except ImportError:
+        import tensorflow as tf
+
+        return tf.keras.preprocessing.image.ImageDataGenerator, "tf.keras.preprocessing.image.ImageDataGenerator"
