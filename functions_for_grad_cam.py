@@ -186,7 +186,7 @@ def inspect_image_file(path: Path) -> dict:
 
 
 def build_index(root: str | os.PathLike) -> pd.DataFrame:
-    """Index every file of the data set, one row per file, sorted by path.
+    """Index every file of the data set, one row per file (by split, class, then file name).
 
     Columns: path (str), split, label (class name), target (0 NORMAL / 1 PNEUMONIA), filename,
     patient_id, width and height (pixels), channels, file_bytes, sha256, problem ("" when the

@@ -150,31 +150,21 @@ def make_entry(baseline: float | None, ours: float, unit: str, higher_is_better:
 
 def merge_results(path: Path, entries: dict, quick: bool = False) -> None:
     """Merge ``entries`` (and a fresh "machine" entry) into the JSON file at ``path``, keeping its
-    other entries; written atomically (temporary file in the same folder, then renamed)."""
+    other entries; written atomically (temporary file in the same folder, then renamed). The
+    benchmarks run one after another (bench/run_all.sh), so there is no lock."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-
-        lock = open(path.with_name(path.name + ".lock"), "w")
-        fcntl.flock(lock, fcntl.LOCK_EX)
-    except (ImportError, OSError):
-        lock = None
-    try:
-        results = json.loads(path.read_text()) if path.is_file() and path.stat().st_size else {}
-        if quick:
-            entries = {name: {**entry, "notes": "QUICK RUN (tiny sizes, not a measurement). " + entry["notes"]}
-                       for name, entry in entries.items()}
-        results.update(entries)
-        results["machine"] = machine_info()
-        handle, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-        with os.fdopen(handle, "w") as out:
-            json.dump(results, out, indent=2, sort_keys=True)
-            out.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if lock is not None:
-            lock.close()
+    results = json.loads(path.read_text()) if path.is_file() and path.stat().st_size else {}
+    if quick:
+        entries = {name: {**entry, "notes": "QUICK RUN (tiny sizes, not a measurement). " + entry["notes"]}
+                   for name, entry in entries.items()}
+    results.update(entries)
+    results["machine"] = machine_info()
+    handle, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    with os.fdopen(handle, "w") as out:
+        json.dump(results, out, indent=2, sort_keys=True)
+        out.write("\n")
+    os.replace(tmp, path)
     for name, entry in entries.items():
         print(f"{name}: baseline {entry['baseline']} / ours {entry['ours']} {entry['unit']} "
               f"-> {entry['ratio'] if entry['ratio'] is not None else 'n/a '}x  ({entry['notes']})")
