@@ -1,6 +1,7 @@
 """Regenerate the README's tables from the files the notebooks and benchmarks wrote.
 
-results/metrics.json -> section "results"; bench/results.json -> "speed" (when present);
+results/metrics.json -> section "results"; results/gradcam_checks.csv -> "gradcam-checks";
+bench/results.json -> "speed" (when present);
 bench/app_results.json -> "app-speed" (when present). Run by scripts/reproduce.sh and bench/run_all.sh.
 """
 from __future__ import annotations
@@ -31,11 +32,16 @@ def main() -> None:
     metrics_path = ROOT / "results" / "metrics.json"
     if metrics_path.is_file():
         F.replace_marked_section(readme, "results", results_section(json.loads(metrics_path.read_text())))
+    checks_path = ROOT / "results" / "gradcam_checks.csv"
+    if checks_path.is_file():
+        import pandas as pd
+
+        F.replace_marked_section(readme, "gradcam-checks", F.markdown_table(pd.read_csv(checks_path).round(3)))
     bench_path = ROOT / "bench" / "results.json"
     if bench_path.is_file():
-        from render_table import render  # bench/render_table.py
+        from render_table import render_table  # bench/render_table.py
 
-        F.replace_marked_section(readme, "speed", render(json.loads(bench_path.read_text())))
+        F.replace_marked_section(readme, "speed", render_table(json.loads(bench_path.read_text())))
     app_path = ROOT / "bench" / "app_results.json"
     if app_path.is_file():
         from bench_app import markdown
