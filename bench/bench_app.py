@@ -79,6 +79,7 @@ def start_server(model: Path, workers: int, threads: int, log) -> tuple[subproce
 
 
 def stop_server(process: subprocess.Popen) -> None:
+    """Stop gunicorn (the master and its workers: the process group it leads)."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,8 +20,10 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 import functions_for_grad_cam as fgc  # noqa: E402
+from bench_app import stop_server  # noqa: E402  (stops gunicorn and its workers)
 
 STARTUP_TIMEOUT = 180  # seconds: two workers each import TensorFlow and load the model
 REQUEST_TIMEOUT = 60
@@ -64,17 +65,6 @@ def wait_until_healthy(process: subprocess.Popen, url: str, log_path: Path, expe
     pytest.fail(f"gunicorn not healthy after {STARTUP_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Stop gunicorn (the master and its workers: the process group it leads)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     return fgc.save_model_bundle(build_tiny_model("tiny_server_cnn"), tmp_path_factory.mktemp("models"), {"threshold": 0.5})
@@ -91,7 +81,7 @@ def server(model_path, tmp_path_factory):
         wait_until_healthy(process, url, log_path, "tiny_server_cnn")
         yield url
     finally:
-        stop(process)
+        stop_server(process)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
 
 
