@@ -10,12 +10,12 @@
 # (defaults to the data folder, which holds originals when it is the Kaggle download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-QUICK=false
+QUICK=False
 DATA_DIR="${CHEST_XRAY_DIR:-}"
 FULLSIZE_DIR=""
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) QUICK=true; shift ;;
+        --quick) QUICK=True; shift ;;
         --data-dir) DATA_DIR="$2"; shift 2 ;;
         --fullsize-dir) FULLSIZE_DIR="$2"; shift 2 ;;
         *) echo "unknown option: $1 (use --quick, --data-dir DIR, --fullsize-dir DIR)" >&2; exit 2 ;;
@@ -28,13 +28,13 @@ if [ -z "$DATA_DIR" ]; then
 fi
 FULLSIZE_DIR="${FULLSIZE_DIR:-$DATA_DIR}"
 $PY -m ipykernel install --sys-prefix --name python3 > /dev/null
-if [ "$QUICK" = true ]; then OUT=build/quick; mkdir -p "$OUT"; else OUT=.; fi
+if [ "$QUICK" = True ]; then OUT=build/quick; mkdir -p "$OUT"; else OUT=.; fi
 export OUTPUT_DIR="$OUT"
 for NOTEBOOK in data_visualization model_deep_learning grad_cam; do
-    if [ "$QUICK" = true ]; then TARGET="$OUT/$NOTEBOOK.ipynb"; else TARGET="$NOTEBOOK.ipynb"; fi
+    if [ "$QUICK" = True ]; then TARGET="$OUT/$NOTEBOOK.ipynb"; else TARGET="$NOTEBOOK.ipynb"; fi
     echo "== $NOTEBOOK ($(date +%H:%M:%S)) -> $TARGET"
     $PY -m papermill "$NOTEBOOK.ipynb" "$TARGET" --cwd . --log-level WARNING \
         -p data_dir "$DATA_DIR" -p fullsize_dir "$FULLSIZE_DIR" -p output_dir "$OUT" -p quick "$QUICK"
 done
-if [ "$QUICK" = false ]; then $PY scripts/update_readme.py; fi
+if [ "$QUICK" = False ]; then $PY scripts/update_readme.py; fi
 echo "== done ($(date +%H:%M:%S)); outputs in $OUT"
