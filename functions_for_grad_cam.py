@@ -215,12 +215,14 @@ def readable(index: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
     return index[index["problem"] == ""].reset_index(drop=True)
 
 
-def subsample_per_class(index: pd.DataFrame, per_split_class: int | None, seed: int = 0) -> pd.DataFrame:
-    """At most ``per_split_class`` rows per (split, label), chosen at random; all rows for None."""
+def subsample_per_class(index: pd.DataFrame, per_split_class: int | None, seed: int = 0,
+                        by: Sequence[str] = ("split", "label")) -> pd.DataFrame:
+    """At most ``per_split_class`` rows per group of ``by`` (split and class by default), chosen at
+    random, all columns kept, sorted by path; all rows for None."""
     if per_split_class is None:
         return index.reset_index(drop=True)
     picks = [group.sample(min(len(group), per_split_class), random_state=seed)
-             for _, group in index.groupby(["split", "label"])]
+             for _, group in index.groupby(list(by))]
     return pd.concat(picks).sort_values("path").reset_index(drop=True)
 
 
@@ -833,8 +835,7 @@ def replace_marked_section(path: str | os.PathLike, marker: str, content: str) -
 def save_figure(figure, directory: str | os.PathLike | None, name: str):
     """Save ``figure`` as ``<directory>/<name>.png`` (150 dpi) when a directory is given; return it."""
     if directory is not None:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        figure.savefig(Path(directory) / f"{name}.png", dpi=150, bbox_inches="tight")
+        _save_figure(figure, Path(directory) / f"{name}.png")
     return figure
 
 
@@ -963,14 +964,25 @@ def _gradcam_parts(model, last_conv_layer_name: str | None):
         raise ValueError(f"Model '{model.name}' has no layer named '{name}'") from None
     output_node = next(node for node in output_layer._inbound_nodes
                        if any(t is model.outputs[0] for t in node.output_tensors))
-    # the conv output on the path to the model's output (a Sequential built with add() has
-    # one node per rebuild; only the last graph's node feeds model.outputs)
-    conv_output = next((t for node in conv._inbound_nodes for t in node.output_tensors
-                        if _depends_on(output_node.input_tensors[0], t)), None)
-    if conv_output is None:
-        raise ValueError(f"Model '{model.name}': layer '{name}' does not feed the output layer")
-    parts = keras.Model(model.inputs[0], [conv_output, output_node.input_tensors[0]])
+    parts = keras.Model(model.inputs[0], [layer_output_feeding_model_output(model, conv),
+                                          output_node.input_tensors[0]])
     return parts, output_layer
+
+
+def layer_output_feeding_model_output(model, layer):
+    """The symbolic output of ``layer`` on the path to ``model.outputs[0]``.
+
+    ``layer.output`` is not enough: a Sequential built with add() keeps one node per rebuild, and
+    only the last graph's node feeds the model's output (another gives a None gradient).
+
+    Raises:
+        ValueError: the layer does not feed the model's output.
+    """
+    found = next((t for node in layer._inbound_nodes for t in node.output_tensors
+                  if _depends_on(model.outputs[0], t)), None)
+    if found is None:
+        raise ValueError(f"Model '{model.name}': layer '{layer.name}' does not feed the output layer")
+    return found
 
 
 def _depends_on(tensor, source) -> bool:
@@ -990,8 +1002,8 @@ def _depends_on(tensor, source) -> bool:
 
 
 def _conv_and_logit_gradients(images, model, last_conv_layer_name, class_index, threshold):
-    """Forward once; return conv activations A (N, h, w, C), d score / dA, probabilities (N,) and
-    the class explained per image (N,). Score = logit for PNEUMONIA, -logit for NORMAL."""
+    """Forward once; return conv activations A (N, h, w, C), d score / dA and probabilities (N,).
+    Score = logit for PNEUMONIA, -logit for NORMAL."""
     import tensorflow as tf
 
     parts, output_layer = _gradcam_parts(model, last_conv_layer_name)
@@ -1008,7 +1020,7 @@ def _conv_and_logit_gradients(images, model, last_conv_layer_name, class_index, 
         scores = tf.where(explained > 0.5, logits, -logits)
         total = tf.reduce_sum(scores)  # images are independent: d total / dA_i = d score_i / dA_i
     grads = tape.gradient(total, conv_out)
-    return conv_out.numpy(), grads.numpy(), probabilities.numpy().astype(np.float64), explained.numpy().astype(int)
+    return conv_out.numpy(), grads.numpy(), probabilities.numpy().astype(np.float64)
 
 
 def _normalise_maps(cams: np.ndarray) -> np.ndarray:
@@ -1035,7 +1047,7 @@ def make_gradcam_heatmaps(images, model, last_conv_layer_name: str | None = None
     Returns:
         (heatmaps float32 (N, h, w) in [0, 1] at the conv layer's resolution, probabilities (N,)).
     """
-    activations, grads, probabilities, _ = _conv_and_logit_gradients(
+    activations, grads, probabilities = _conv_and_logit_gradients(
         images, model, last_conv_layer_name, class_index, threshold)
     if method == "gradcam":
         weights = grads.mean(axis=(1, 2))
@@ -1238,19 +1250,13 @@ def _save_figure(figure, path: str | os.PathLike | None, dpi: int = 150) -> None
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=dpi)
+        figure.savefig(path, dpi=dpi, bbox_inches="tight")
 
 
 def _ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
     """``order`` restricted to the values present, then any others sorted."""
     present = set(values)
     return [v for v in order if v in present] + sorted(present - set(order))
-
-
-def eda_subset(index: pd.DataFrame, per_split_class: int | None, seed: int = 0) -> pd.DataFrame:
-    """Rows of ``index`` (all columns, original order) chosen by :func:`subsample_per_class`."""
-    chosen = subsample_per_class(index, per_split_class, seed)["path"]
-    return index[index["path"].isin(chosen)].reset_index(drop=True)
 
 
 def load_gray(path: str | os.PathLike) -> np.ndarray:
@@ -1308,19 +1314,11 @@ def plot_class_counts(index: pd.DataFrame, by: Sequence[str] = ("split",),
     return figure
 
 
-def _sample_per_label(index: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """Up to ``n`` random rows of each class, classes in CLASS_NAMES order."""
-    parts = [group.sample(min(n, len(group)), random_state=seed)
-             for _, group in index.groupby("label", sort=False)]
-    rows = pd.concat(parts)
-    return rows.sort_values("label", key=lambda s: s.map(CLASS_NAMES.index), kind="stable")
-
-
 def plot_sample_grid(index: pd.DataFrame, per_class: int = 4, seed: int = 0,
                      path: str | os.PathLike | None = None):
     """Grid of random X-rays: one row per class, ``per_class`` columns, titled with file name,
     split and size in pixels. Returns the Figure."""
-    rows = _sample_per_label(index, per_class, seed)
+    rows = subsample_per_class(index, per_class, seed, by=["label"])
     labels = _ordered(rows["label"], CLASS_NAMES)
     figure = _new_figure(2.6 * per_class, 2.9 * len(labels))
     axes = figure.subplots(len(labels), per_class, squeeze=False)
@@ -1543,12 +1541,12 @@ def save_example_images(index: pd.DataFrame, out_dir: str | os.PathLike,
     and re-encoded as PNG. Returns the paths written, in split then class order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    picks = subsample_per_class(index, 1, seed).set_index(["split", "label"])
     written = []
-    for row in eda_subset(index, 1, seed).itertuples():
-        image = Image.fromarray(load_gray(row.path))
+    for split, label in ((s, c) for s in SPLITS for c in CLASS_NAMES if (s, c) in picks.index):
+        image = Image.fromarray(load_gray(picks.loc[(split, label), "path"]))
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        target = out_dir / f"example_{row.split}_{row.label.lower()}.png"
+        target = out_dir / f"example_{split}_{label.lower()}.png"
         image.save(target, format="PNG")
         written.append(target)
-    order = {(s, c.lower()): i for i, (s, c) in enumerate((s, c) for s in SPLITS for c in CLASS_NAMES)}
-    return sorted(written, key=lambda p: order.get(tuple(p.stem.split("_")[1:]), len(order)))
+    return written

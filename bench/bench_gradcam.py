@@ -5,8 +5,8 @@ for the scratch CNN and the head: speed does not depend on training).
 Original's way (``original_gradcam`` below, the Keras example the original study followed), per
 image: ``model.predict`` of the image, then a grad model ``keras.Model(model.inputs, [conv.output,
 model.output])`` built anew (Keras 3 needs the conv output on the path to ``model.outputs[0]``,
-see ``_conv_output``), a GradientTape on the sigmoid output, channel weights = mean gradient,
-map = ReLU(sum of weighted activations) / max. Ours: one ``make_gradcam_heatmaps`` call on the
+see ``functions_for_grad_cam.layer_output_feeding_model_output``), a GradientTape on the sigmoid
+output, channel weights = mean gradient, map = ReLU(sum of weighted activations) / max. Ours: one ``make_gradcam_heatmaps`` call on the
 whole batch (one forward pass, gradient of the logit). With ``class_index=1`` ours explains the
 same class as the original (which always explains the single sigmoid unit); the notes give the
 largest difference between the two sets of maps.
@@ -27,8 +27,11 @@ def original_gradcam(img_array, model, last_conv_layer_name):
     import keras
     import tensorflow as tf
 
+    import functions_for_grad_cam as fgc
+
     probability = float(model.predict(img_array, verbose=0)[0, 0])
-    grad_model = keras.Model(model.inputs[0], [_conv_output(model, last_conv_layer_name), model.outputs[0]])
+    conv_output = fgc.layer_output_feeding_model_output(model, model.get_layer(last_conv_layer_name))
+    grad_model = keras.Model(model.inputs[0], [conv_output, model.outputs[0]])
     with tf.GradientTape() as tape:
         last_conv_layer_output, preds = grad_model(img_array)
         class_channel = preds[:, 0]
@@ -37,16 +40,6 @@ def original_gradcam(img_array, model, last_conv_layer_name):
     heatmap = tf.squeeze(last_conv_layer_output[0] @ pooled_grads[..., tf.newaxis])
     heatmap = tf.maximum(heatmap, 0) / tf.math.reduce_max(heatmap)
     return heatmap.numpy(), probability
-
-
-def _conv_output(model, name: str):
-    """Keras 2's ``model.get_layer(name).output``. In Keras 3 a Sequential built with add() keeps a
-    node per rebuild and ``.output`` may be one that does not feed ``model.outputs`` (gradient
-    None), and a Sequential has no ``model.output``: take the conv output on the path to the output."""
-    import functions_for_grad_cam as fgc
-
-    return next(t for node in model.get_layer(name)._inbound_nodes for t in node.output_tensors
-                if fgc._depends_on(model.outputs[0], t))
 
 
 def measure(model, conv_name: str, images: np.ndarray, args, label: str) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import functions_for_grad_cam as fgc  # noqa: E402
-from bench_app import stop_server  # noqa: E402  (stops gunicorn and its workers)
+from bench_app import free_port, stop_server  # noqa: E402  (gunicorn helpers)
 
 STARTUP_TIMEOUT = 180  # seconds: two workers each import TensorFlow and load the model
 REQUEST_TIMEOUT = 60
 UPLOADS, CLIENTS = 16, 4
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_gunicorn(model_path: Path, port: int, log_path: Path, workers: int = 2, threads: int = 4,

@@ -3,7 +3,6 @@ example images. Mostly on a tiny synthetic Kaggle-layout folder; a few checks on
 (root from ``CHEST_XRAY_DATA_ROOT``, default ``<repo>/../shared/data``)."""
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -66,14 +65,6 @@ def tiny_index(tiny_tree) -> pd.DataFrame:
     return f.build_index(tiny_tree)
 
 
-@pytest.fixture(scope="module")
-def real_data_root() -> Path:
-    root = Path(os.environ.get("CHEST_XRAY_DATA_ROOT", REPO_ROOT.parent / "shared" / "data")).resolve()
-    if not (root / "chest_xray_224").is_dir():
-        pytest.fail(f"Test data not found: {root}/chest_xray_224 (set CHEST_XRAY_DATA_ROOT)")
-    return root
-
-
 # ----------------------------------------------------------------------------------------------
 # Counts and class weights
 # ----------------------------------------------------------------------------------------------
@@ -98,8 +89,8 @@ def test_class_counts_of_the_patient_grouped_subsets(tiny_index):
     assert (resplit.loc["train", ["NORMAL", "PNEUMONIA"]] + resplit.loc["val", ["NORMAL", "PNEUMONIA"]]).equals(pooled)
 
 
-def test_class_counts_of_the_real_224_set_match_build_index_and_the_folders(real_data_root):
-    root = real_data_root / "chest_xray_224"
+def test_class_counts_of_the_real_224_set_match_build_index_and_the_folders(data_root):
+    root = data_root / "chest_xray_224"
     index = f.build_index(root)
     table = f.class_counts(index)
     assert table.loc["all", "total"] == len(index)
@@ -119,12 +110,12 @@ def test_normalised_class_weights_reproduce_the_original_study():
     assert share[0] == pytest.approx(0.74, abs=0.005) and share[1] == pytest.approx(0.26, abs=0.005)
 
 
-def test_eda_subset_keeps_every_column_and_caps_each_split_class(tiny_index):
-    subset = f.eda_subset(tiny_index, 1, seed=0)
+def test_subsample_per_class_keeps_every_column_and_caps_each_split_class(tiny_index):
+    subset = f.subsample_per_class(tiny_index, 1, seed=0)
     assert list(subset.columns) == list(tiny_index.columns)
     assert subset.groupby(["split", "label"]).size().max() == 1
     assert len(subset) == 6
-    assert f.eda_subset(tiny_index, None).equals(tiny_index.reset_index(drop=True))
+    assert f.subsample_per_class(tiny_index, None).equals(tiny_index.reset_index(drop=True))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,8 +173,8 @@ def test_canny_edges_are_binary_full_size_and_on_the_step():
     assert np.array_equal(f.canny_edges(rgb, 30, 90), edges)
 
 
-def test_higher_canny_thresholds_never_find_more_edges(real_data_root):
-    index = f.build_index(real_data_root / "chest_xray_fullsize_sample")
+def test_higher_canny_thresholds_never_find_more_edges(data_root):
+    index = f.build_index(data_root / "chest_xray_fullsize_sample")
     path = index[index["split"] == "val"]["path"].iloc[0]
     gray = f.load_gray(path)
     low, high = f.canny_edges(gray, 30, 90), f.canny_edges(gray, 100, 200)
@@ -251,8 +242,8 @@ def test_plot_functions_return_labelled_figures_and_save_them(tiny_index, tmp_pa
         assert plots, "a plot needs axis labels and a legend"
 
 
-def test_example_images_are_small_pngs_one_per_split_and_class(real_data_root, tmp_path):
-    fullsize = f.build_index(real_data_root / "chest_xray_fullsize_sample")
+def test_example_images_are_small_pngs_one_per_split_and_class(data_root, tmp_path):
+    fullsize = f.build_index(data_root / "chest_xray_fullsize_sample")
     written = f.save_example_images(fullsize, tmp_path / "images", max_side=256)
     expected = [f"example_{s}_{c.lower()}.png" for s in SPLITS for c in CLASSES]
     assert [p.name for p in written] == expected
