@@ -21,6 +21,7 @@ import os
 import re
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -412,22 +413,30 @@ def compile_binary_classifier(model, learning_rate: float = 1e-3):
     return model
 
 
-def build_scratch_cnn(input_shape: tuple[int, int, int] = IMAGE_SHAPE):
+def build_scratch_cnn(input_shape: tuple[int, int, int] = IMAGE_SHAPE, fused_batch_norm: bool = True):
     """The original study's CNN: 4 x (Conv 3x3 ReLU, BatchNorm, MaxPool 2x2) with 32, 64, 128, 128
     filters; Flatten; Dense 512 ReLU; Dropout 0.5; Dense 1 sigmoid. Input (224, 224, 3) in [0, 1].
-    The last convolution is named ``conv4``."""
+    The last convolution is named ``conv4``.
+
+    ``fused_batch_norm`` (default) computes each BatchNorm with TensorFlow's fused kernel
+    (``FusedBatchNormalization``): the same function as ``keras.layers.BatchNormalization``, about
+    twice as fast on a CPU; False builds Keras' own layer, as the original did. The output layer
+    computes in float32 under any dtype policy: a bfloat16 sigmoid rounds to exactly 1 (or 0) once
+    |logit| > ~6, where the clipped cross-entropy has no gradient, and mixed_bfloat16 training of
+    this CNN then collapses to one class (bench/check_bf16_accuracy.py saw it)."""
     keras = _keras()
     layers = keras.layers
+    batch_norm = custom_layers()["FusedBatchNormalization"] if fused_batch_norm else layers.BatchNormalization
     model = keras.Sequential(name="scratch_cnn")
     model.add(keras.Input(input_shape, name="image"))
     for block, filters in enumerate((32, 64, 128, 128), start=1):
         model.add(layers.Conv2D(filters, 3, activation="relu", name=f"conv{block}"))
-        model.add(layers.BatchNormalization(name=f"bn{block}"))
+        model.add(batch_norm(name=f"bn{block}"))
         model.add(layers.MaxPooling2D(2, name=f"pool{block}"))
     model.add(layers.Flatten(name="flatten"))
     model.add(layers.Dense(512, activation="relu", name="dense"))
     model.add(layers.Dropout(0.5, name="dropout"))
-    model.add(layers.Dense(1, activation="sigmoid", name="prediction"))
+    model.add(layers.Dense(1, activation="sigmoid", name="prediction", dtype="float32"))
     return model
 
 
@@ -454,18 +463,76 @@ def _make_caffe_preprocess_layer():
         def get_config(self):
             return {**super().get_config(), "mean_bgr": self.mean_bgr}
 
-    return _register(CaffePreprocess)
+    return CaffePreprocess
 
 
-_CAFFE_PREPROCESS = None
+def _make_fused_batch_norm_layer():
+    keras = _keras()
+
+    class FusedBatchNormalization(keras.layers.BatchNormalization):
+        """``keras.layers.BatchNormalization`` computed by TensorFlow's fused kernel.
+
+        Keras 3 normalises with separate moment, subtract, scale and shift ops (and as many in the
+        backward pass); ``FusedBatchNormV3`` does each pass in one oneDNN kernel. Same function and
+        weights: training mode normalises with the batch mean and biased variance and moves the
+        moving statistics by ``momentum`` exactly as Keras does (the kernel's Bessel-corrected
+        variance is converted back); inference uses the moving statistics. bfloat16 / float16 inputs
+        are normalised with float32 statistics, as Keras does. Inputs other than 4-D channels-last,
+        masks, renorm and synchronized statistics fall back to Keras' own computation.
+        """
+
+        def _fusable(self, inputs, mask) -> bool:
+            return (mask is None and not self.renorm and not self.synchronized and len(inputs.shape) == 4
+                    and self.axis in (3, -1))
+
+        def call(self, inputs, training=None, mask=None):
+            if not self._fusable(inputs, mask):
+                return super().call(inputs, training=training, mask=mask)
+            import tensorflow as tf
+
+            x = tf.convert_to_tensor(inputs)
+            if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+                x = tf.cast(x, tf.float32)
+            channels = x.shape[-1]
+            gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+            beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+            if training and self.trainable:
+                y, mean, unbiased_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+                    x=x, scale=gamma, offset=beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
+                    epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+                count = tf.cast(tf.size(x, out_type=tf.int64) // channels, tf.float32)
+                variance = unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0)
+                momentum = self.momentum
+                self.moving_mean.assign(self.moving_mean * momentum + tf.stop_gradient(mean) * (1.0 - momentum))
+                self.moving_variance.assign(
+                    self.moving_variance * momentum + tf.stop_gradient(variance) * (1.0 - momentum))
+            else:
+                y, *_ = tf.raw_ops.FusedBatchNormV3(
+                    x=x, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, tf.float32),
+                    variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
+                    exponential_avg_factor=1.0, data_format="NHWC", is_training=False)
+            return tf.cast(y, self.compute_dtype)
+
+    return FusedBatchNormalization
+
+
+_CUSTOM_LAYERS: dict[str, type] = {}
+
+
+def custom_layers() -> dict[str, type]:
+    """This project's Keras layer classes by name, registered for saving and loading (package
+    "pneumonia"): ``CaffePreprocess`` and ``FusedBatchNormalization``. Built on first call, so
+    that importing this module does not import Keras."""
+    if not _CUSTOM_LAYERS:
+        for make in (_make_caffe_preprocess_layer, _make_fused_batch_norm_layer):
+            cls = _register(make())
+            _CUSTOM_LAYERS[cls.__name__] = cls
+    return _CUSTOM_LAYERS
 
 
 def caffe_preprocess_layer(mean_bgr: Sequence[float], name: str):
     """A ``CaffePreprocess`` layer (registered for saving) with the given BGR mean."""
-    global _CAFFE_PREPROCESS
-    if _CAFFE_PREPROCESS is None:
-        _CAFFE_PREPROCESS = _make_caffe_preprocess_layer()
-    return _CAFFE_PREPROCESS(mean_bgr, name=name)
+    return custom_layers()["CaffePreprocess"](mean_bgr, name=name)
 
 
 @dataclass(frozen=True)
@@ -641,13 +708,80 @@ def cached_features(extractor, index: pd.DataFrame, cache_dir: str | os.PathLike
 @dataclass
 class TrainingResult:
     """History per epoch (dict of lists), best epoch (1-based, by validation loss), wall seconds
-    of fitting, and for heads on cached features the seconds spent computing those features
-    (0 when all came from the cache)."""
+    of fitting, for heads on cached features the seconds spent computing those features
+    (0 when all came from the cache), and the Keras dtype policy the training ran in."""
 
     history: dict
     best_epoch: int
     seconds: float
     feature_seconds: float = 0.0
+    precision: str = "float32"
+
+
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "mixed_bfloat16")
+
+
+def cpu_has_native_bfloat16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """True when the CPU flags list AMX-BF16 or AVX512-BF16 (bfloat16 matrix instructions, which
+    oneDNN uses); False when they are absent or the file cannot be read (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def training_precision(requested: str = "auto") -> str:
+    """The Keras dtype policy to train in: "float32" or "mixed_bfloat16" (bfloat16 compute, float32
+    weights). "auto" picks mixed_bfloat16 on a CPU-only machine whose CPU has native bfloat16
+    instructions (elsewhere emulated bfloat16 is slower than float32), else float32."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {requested!r}")
+    if requested != "auto":
+        return requested
+    import tensorflow as tf
+
+    native = cpu_has_native_bfloat16() and not tf.config.list_physical_devices("GPU")
+    return "mixed_bfloat16" if native else "float32"
+
+
+@contextmanager
+def dtype_policy(name: str):
+    """Set Keras' global dtype policy to ``name`` inside the block; the previous one is restored
+    on exit, also after an error."""
+    keras = _keras()
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def train_scratch_cnn(train_data, val_data, class_weight: dict[int, float], epochs: int,
+                      patience: int = 3, precision: str = "auto", learning_rate: float = 1e-3,
+                      input_shape: tuple[int, int, int] = IMAGE_SHAPE, verbose: int = 2):
+    """Build, compile and train the scratch CNN in ``precision`` (see ``training_precision``) with
+    class weights and early stopping on validation loss.
+
+    Returns (model, result): the model is a float32 scratch CNN holding the trained weights of the
+    best epoch (under mixed_bfloat16 the weights are float32 already; only the computation was
+    bfloat16), so evaluation, Grad-CAM and saving never depend on the training precision;
+    ``result.precision`` names the policy used.
+    """
+    policy = training_precision(precision)
+    with dtype_policy(policy):
+        trained = compile_binary_classifier(build_scratch_cnn(input_shape), learning_rate)
+        result = train_with_early_stopping(trained, train_data, val_data, class_weight, epochs, patience,
+                                           verbose=verbose)
+    model = compile_binary_classifier(build_scratch_cnn(input_shape), learning_rate)
+    model.set_weights(trained.get_weights())
+    result.precision = policy
+    return model, result
 
 
 def train_with_early_stopping(model, train_data, val_data, class_weight: dict[int, float],
@@ -659,10 +793,11 @@ def train_with_early_stopping(model, train_data, val_data, class_weight: dict[in
     """
     keras = _keras()
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    fit_args = {"x": train_data[0], "y": train_data[1], "batch_size": batch_size} if isinstance(train_data, tuple) else {"x": train_data}
+    arrays = isinstance(train_data, tuple)  # a tf.data dataset shuffles itself
+    fit_args = {"x": train_data[0], "y": train_data[1], "batch_size": batch_size} if arrays else {"x": train_data}
     start = time.perf_counter()
     history = model.fit(**fit_args, validation_data=val_data, epochs=epochs, class_weight=class_weight,
-                        callbacks=[stop], verbose=verbose)
+                        callbacks=[stop], verbose=verbose, shuffle=arrays)
     seconds = time.perf_counter() - start
     best_epoch = int(np.argmin(history.history["val_loss"])) + 1
     return TrainingResult(history=history.history, best_epoch=best_epoch, seconds=seconds)
@@ -810,10 +945,14 @@ def _with_ci(test: dict, name: str) -> str:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of ``frame`` (no index)."""
-    header = "| " + " | ".join(frame.columns) + " |"
+    """A GitHub-flavoured markdown table of ``frame`` (no index); "|" and line breaks inside cells
+    are escaped so that they cannot break the table."""
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 
@@ -931,7 +1070,7 @@ def load_model_bundle(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Model file not found: {path}")
-    caffe_preprocess_layer((0, 0, 0), name="_register")  # registers the custom layer class
+    custom_layers()  # registers this project's layer classes
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:

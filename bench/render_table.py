@@ -8,6 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repository on sys.path)
+
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
@@ -21,23 +23,27 @@ def _number(value) -> str:
 
 def render_table(results: dict, notes: bool = True) -> str:
     """Markdown: one row per benchmark (sorted by name), then a line describing the machine."""
-    columns = ["benchmark", "original's way", "ours", "unit", "ours is × faster"] + (["notes"] if notes else [])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    import pandas as pd
+
+    import functions_for_grad_cam as fgc
+
+    rows = []
     for name in sorted(k for k in results if k != "machine"):
         entry = results[name]
         ratio = entry.get("ratio")
-        row = [f"`{name}`", _number(entry.get("baseline")), _number(entry.get("ours")), entry.get("unit", ""),
-               "–" if ratio is None else f"{ratio:.2f}×"]
+        row = {"benchmark": f"`{name}`", "original's way": _number(entry.get("baseline")),
+               "ours": _number(entry.get("ours")), "unit": entry.get("unit", ""),
+               "ours is × faster": "–" if ratio is None else f"{ratio:.2f}×"}
         if notes:
-            row.append(str(entry.get("notes", "")).replace("|", "\\|").replace("\n", " "))
-        lines.append("| " + " | ".join(row) + " |")
+            row["notes"] = entry.get("notes", "")
+        rows.append(row)
+    table = fgc.markdown_table(pd.DataFrame(rows))
     machine = results.get("machine")
-    if machine:
-        lines.append("")
-        lines.append(f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, TensorFlow "
-                     f"{machine.get('tensorflow')}, Keras {machine.get('keras')}, "
-                     f"{'GPU' if machine.get('gpu') else 'CPU only'}; run {machine.get('date', '')}.")
-    return "\n".join(lines)
+    if not machine:
+        return table
+    return (table + f"\n\nMachine: {machine.get('cpu')}, {machine.get('cores')} cores, TensorFlow "
+            f"{machine.get('tensorflow')}, Keras {machine.get('keras')}, "
+            f"{'GPU' if machine.get('gpu') else 'CPU only'}; run {machine.get('date', '')}.")
 
 
 def main() -> None:

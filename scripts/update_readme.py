@@ -2,7 +2,7 @@
 
 results/metrics.json -> section "results"; results/gradcam_checks.csv -> "gradcam-checks";
 bench/results.json -> "speed" (when present);
-bench/app_results.json -> "app-speed" (when present). Run by scripts/reproduce.sh and bench/run_all.sh.
+bench/app_results.json -> "app-speed"; bench/precision_check.json -> "precision-check" (when present). Run by scripts/reproduce.sh and bench/run_all.sh.
 """
 from __future__ import annotations
 
@@ -50,6 +50,11 @@ def main() -> None:
         F.replace_marked_section(readme, "app-speed", markdown(report["results"]) +
                                  f"\n\nModel {report['model']}, {report['machine']['cpus']} CPUs, "
                                  f"{report['requests_per_measurement']} uploads per row, {report['date']}.")
+    precision_path = ROOT / "bench" / "precision_check.json"
+    if precision_path.is_file():
+        from check_bf16_accuracy import markdown as precision_markdown
+
+        F.replace_marked_section(readme, "precision-check", precision_markdown(json.loads(precision_path.read_text())))
 
 
 if __name__ == "__main__":

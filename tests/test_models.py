@@ -12,7 +12,7 @@ import pytest
 # ----------------------------------------------------------------------------------------------
 def test_scratch_cnn_layers_and_shapes(scratch_cnn):
     types = [layer.__class__.__name__ for layer in scratch_cnn.layers]
-    assert types == ["Conv2D", "BatchNormalization", "MaxPooling2D"] * 4 + ["Flatten", "Dense", "Dropout", "Dense"]
+    assert types == ["Conv2D", "FusedBatchNormalization", "MaxPooling2D"] * 4 + ["Flatten", "Dense", "Dropout", "Dense"]
     assert [scratch_cnn.get_layer(f"conv{i}").filters for i in range(1, 5)] == [32, 64, 128, 128]
     shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in scratch_cnn.layers}
     assert shapes["conv1"] == (222, 222, 32) and shapes["pool1"] == (111, 111, 32)
@@ -247,14 +247,19 @@ def test_mcnemar_exact_known_table(fgc):
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_224_model(fgc, keras_seeded):
-    """A small transfer-like model on (224, 224, 3) with the custom CaffePreprocess layer."""
+    """A small transfer-like model on (224, 224, 3) with both custom layers (CaffePreprocess,
+    FusedBatchNormalization, its moving statistics moved away from their initial values)."""
     keras = keras_seeded
     inputs = keras.Input((224, 224, 3), name="image")
     x = fgc.caffe_preprocess_layer((1.0, 2.0, 3.0), name="small_preprocess")(inputs)
     x = keras.layers.Conv2D(4, 3, strides=8, activation="relu", name="last_conv")(x)
+    x = fgc.custom_layers()["FusedBatchNormalization"](name="fused_bn")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", name="prediction")(x)
-    return keras.Model(inputs, outputs, name="small_bundle_model")
+    model = keras.Model(inputs, outputs, name="small_bundle_model")
+    model.get_layer("fused_bn").moving_mean.assign([0.1, 0.2, 0.3, 0.4])
+    model.get_layer("fused_bn").moving_variance.assign([2.0, 3.0, 4.0, 5.0])
+    return model
 
 
 def test_bundle_round_trip(fgc, small_224_model, sample_images, tmp_path):
@@ -267,6 +272,7 @@ def test_bundle_round_trip(fgc, small_224_model, sample_images, tmp_path):
     assert metadata["model_name"] == "small_bundle_model" and metadata["note"] == "test"
     layer = model.get_layer("small_preprocess")
     assert layer.__class__.__name__ == "CaffePreprocess" and layer.mean_bgr == [1.0, 2.0, 3.0]
+    assert model.get_layer("fused_bn").__class__.__name__ == "FusedBatchNormalization"
     np.testing.assert_array_equal(model.predict(sample_images, verbose=0),
                                   small_224_model.predict(sample_images, verbose=0))
 
@@ -300,3 +306,22 @@ def test_load_bundle_not_a_model(fgc, tmp_path):
     with pytest.raises(ValueError) as info:
         fgc.load_model_bundle(path)
     assert str(path) in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# README tables
+# ----------------------------------------------------------------------------------------------
+def test_markdown_table_escapes_cells_and_marked_section_replaced(fgc, tmp_path):
+    import pandas as pd
+
+    table = fgc.markdown_table(pd.DataFrame([{"name": "a|b", "note": "two\nlines"}, {"name": "c", "note": 1.5}]))
+    lines = table.splitlines()
+    assert lines == ["| name | note |", "|---|---|", "| a\\|b | two lines |", "| c | 1.5 |"]
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\nrest\n")
+    fgc.replace_marked_section(readme, "t", table)
+    assert readme.read_text() == f"intro\n<!-- t:start -->\n{table}\n<!-- t:end -->\nrest\n"
+    with pytest.raises(ValueError, match="absent:start"):
+        fgc.replace_marked_section(readme, "absent", "x")
+    assert readme.read_text() == f"intro\n<!-- t:start -->\n{table}\n<!-- t:end -->\nrest\n"  # untouched
