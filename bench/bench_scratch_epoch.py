@@ -15,8 +15,9 @@ pipeline's share), the fused BatchNorm in float32 (the kernel's share), and with
 fused model compiled with ``jit_compile=True`` (XLA).
 
 FLOPs: the forward pass counted analytically (Conv2D 2*h*w*k*k*Cin*Cout, Dense 2*in*out, the rest
-ignored), a train step taken as 3x forward; the machine's peak as the rate of a large float32
-``tf.matmul`` (2*n^3 per product).
+ignored), a train step taken as 3x forward; the machine's peaks as the rates of a large float32
+and bfloat16 ``tf.matmul`` (2*n^3 per product), each variant set against the peak of the precision
+it computes in.
 
     .venv/bin/python bench/bench_scratch_epoch.py [--quick] [--steps 30] [--with-jit]
         [--intra-op-threads N --inter-op-threads M] [--output PATH]
@@ -132,8 +133,13 @@ def main() -> None:
               "fused_bn_float32": "make_dataset + fused BatchNorm, float32",
               "fused_bn_float32_jit": "make_dataset + fused BatchNorm, float32, jit_compile=True",
               "ours": f"ours (make_dataset + fused BatchNorm, {precision})"}
-    parts = "; ".join(f"{labels[name]} {value:.1f} images/s = {achieved[name] / 1e9:.1f} GFLOP/s "
-                      f"({achieved[name] / peak:.1%} of the float32 peak)" for name, value in rate.items())
+    compute_dtype = {name: variants[name][1] if name in variants else "float32" for name in rate}
+    peaks = {"float32": peak, "mixed_bfloat16": peak_bf16}
+    parts = "; ".join(f"{labels[name]} {value:.1f} images/s [runs {common.spread(results[name])}] = "
+                      f"{achieved[name] / 1e9:.1f} GFLOP/s "
+                      f"({achieved[name] / peaks[compute_dtype[name]]:.1%} of the "
+                      f"{'bfloat16' if compute_dtype[name] == 'mixed_bfloat16' else 'float32'} matmul peak)"
+                      for name, value in rate.items())
     notes = (f"{steps} train steps of {batch_size} (224 px train), median of {args.repeats} after "
              f"{args.warmup} warm-up; an epoch of {len(paths)} images takes about "
              f"{len(paths) / rate['baseline'] / 60:.1f} min the original's way, "
