@@ -70,13 +70,14 @@ def _batch_norm_pair(fgc, shape, dtype_policy="float32"):
     import keras
 
     rng = np.random.default_rng(1)
+    gamma = rng.normal(1.0, 0.2, shape[-1]).astype(np.float32)
+    beta = rng.normal(0.0, 0.2, shape[-1]).astype(np.float32)
     layers = [keras.layers.BatchNormalization(dtype=dtype_policy),
               fgc.custom_layers()["FusedBatchNormalization"](dtype=dtype_policy)]
-    channels = shape[-1]
     for layer in layers:
         layer.build(shape)
-        layer.gamma.assign(rng.normal(1.0, 0.2, channels).astype(np.float32) if layer is layers[0] else layers[0].gamma)
-        layer.beta.assign(rng.normal(0.0, 0.2, channels).astype(np.float32) if layer is layers[0] else layers[0].beta)
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
     return layers
 
 
