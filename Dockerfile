@@ -21,6 +21,7 @@ RUN pip install -r requirements.txt \
 # example X-rays of the page (images/*example*.png, from the EDA notebook). The app serves
 # $MODEL_PATH if set, else models/hed_vgg16_transfer.keras, else models/scratch_cnn.keras.
 COPY functions_for_grad_cam.py ./
+COPY pneumonia_cxr/ pneumonia_cxr/
 COPY app/ app/
 COPY models/ models/
 COPY images/ images/

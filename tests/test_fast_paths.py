@@ -127,6 +127,8 @@ def test_fused_batch_norm_bfloat16_matches_keras(fgc):
 
 
 def test_training_precision_choice(fgc, monkeypatch, tmp_path):
+    from pneumonia_cxr import training
+
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f amx_bf16 amx_tile\n")
     assert fgc.cpu_has_native_bfloat16(cpuinfo)
@@ -135,7 +137,7 @@ def test_training_precision_choice(fgc, monkeypatch, tmp_path):
     assert not fgc.cpu_has_native_bfloat16(tmp_path / "absent")
 
     for native, expected in ((True, "mixed_bfloat16"), (False, "float32")):
-        monkeypatch.setattr(fgc, "cpu_has_native_bfloat16", lambda native=native: native)
+        monkeypatch.setattr(training, "cpu_has_native_bfloat16", lambda native=native: native)
         assert fgc.training_precision("auto") == expected
     assert fgc.training_precision("float32") == "float32"
     assert fgc.training_precision("mixed_bfloat16") == "mixed_bfloat16"

@@ -71,7 +71,7 @@ def test_hed_weights_are_pretrained_not_random(hed_transfer):
     kernel = model.get_layer("block1_conv1").get_weights()[0]
     assert kernel.shape == (3, 3, 3, 64)
     # Same layer built twice from the bundled weights: identical (not a fresh random initialisation)
-    from functions_for_grad_cam import _hed_trunk_layers
+    from pneumonia_cxr.models import _hed_trunk_layers
 
     assert np.array_equal(_hed_trunk_layers()[0].get_weights()[0], kernel)
 

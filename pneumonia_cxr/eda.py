@@ -1,0 +1,319 @@
+"""Exploratory data analysis: counts, sample grids, Canny edges, sizes, intensities, patients, duplicates."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .common import CLASS_NAMES, SPLITS
+from .data import decode_image_bytes, subsample_per_class
+from .plots import _new_figure, _save_figure
+
+# ----------------------------------------------------------------------------------------------
+# Exploratory data analysis
+# ----------------------------------------------------------------------------------------------
+EXAMPLE_MAX_SIDE = 256  # pixels: example X-rays written for the app and the README are at most this
+SUBSET_TITLES = {"split": "official split", "subset": "patient-grouped re-split"}
+
+
+
+
+
+
+def _ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
+    """``order`` restricted to the values present, then any others sorted."""
+    present = set(values)
+    return [v for v in order if v in present] + sorted(present - set(order))
+
+
+def load_gray(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file into uint8 grayscale (H, W) at its full resolution."""
+    import cv2
+
+    rgb = decode_image_bytes(Path(path).read_bytes(), source=str(path))
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def class_counts(index: pd.DataFrame, by: str = "split") -> pd.DataFrame:
+    """Images per split and class.
+
+    Args:
+        by: ``"split"`` (official split) or ``"subset"`` (from :func:`patient_grouped_split`).
+
+    Returns:
+        Rows train, val, test (those present) and ``all``; columns NORMAL, PNEUMONIA, total
+        (image counts) and pneumonia_share (PNEUMONIA / total, in [0, 1]).
+    """
+    table = (pd.crosstab(index[by], index["label"])
+             .reindex(index=_ordered(index[by], SPLITS), columns=list(CLASS_NAMES), fill_value=0))
+    table.loc["all"] = table.sum()
+    table["total"] = table[list(CLASS_NAMES)].sum(axis=1)
+    table["pneumonia_share"] = (table["PNEUMONIA"] / table["total"].where(table["total"] > 0)).round(3)
+    table.index.name, table.columns.name = by, None
+    return table
+
+
+
+
+def plot_class_counts(index: pd.DataFrame, by: Sequence[str] = ("split",),
+                      path: str | os.PathLike | None = None):
+    """Bar plot of images per class in each split, one panel per column of ``by``
+    (e.g. ``("split", "subset")``: official split and patient-grouped re-split). Returns the Figure."""
+    figure = _new_figure(5.5 * len(by), 4.2)
+    axes = figure.subplots(1, len(by), squeeze=False)[0]
+    colours = {"NORMAL": "tab:blue", "PNEUMONIA": "tab:orange"}
+    for ax, column in zip(axes, by):
+        table = class_counts(index, column).drop(index="all")
+        positions = np.arange(len(table))
+        for offset, label in zip((-0.2, 0.2), CLASS_NAMES):
+            bars = ax.bar(positions + offset, table[label], width=0.4, label=label, color=colours[label])
+            ax.bar_label(bars, fontsize=8)
+        ax.set_xticks(positions, table.index)
+        ax.set_xlabel(SUBSET_TITLES.get(column, column))
+        ax.set_ylabel("images")
+        ax.set_title(f"Images per class, {SUBSET_TITLES.get(column, column)}")
+        ax.legend(title="class")
+    _save_figure(figure, path)
+    return figure
+
+
+def plot_sample_grid(index: pd.DataFrame, per_class: int = 4, seed: int = 0,
+                     path: str | os.PathLike | None = None):
+    """Grid of random X-rays: one row per class, ``per_class`` columns, titled with file name,
+    split and size in pixels. Returns the Figure."""
+    rows = subsample_per_class(index, per_class, seed, by=["label"])
+    labels = _ordered(rows["label"], CLASS_NAMES)
+    figure = _new_figure(2.6 * per_class, 2.9 * len(labels))
+    axes = figure.subplots(len(labels), per_class, squeeze=False)
+    for r, label in enumerate(labels):
+        chosen = rows[rows["label"] == label]
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(chosen):
+                ax.set_visible(False)
+                continue
+            row = chosen.iloc[c]
+            image = load_gray(row["path"])
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"{row['filename']}\n{row['split']}, {image.shape[1]}x{image.shape[0]} px", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=12)
+    figure.suptitle("Random chest X-rays per class")
+    _save_figure(figure, path)
+    return figure
+
+
+def canny_edges(image: np.ndarray, low: float = 30, high: float = 90) -> np.ndarray:
+    """Canny edge map (cv2.Canny, hysteresis thresholds ``low`` < ``high`` on the gradient
+    magnitude) of a uint8 grayscale (H, W) or RGB (H, W, 3) image: uint8 (H, W), 255 on edges, 0 elsewhere."""
+    import cv2
+
+    image = np.asarray(image, dtype=np.uint8)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.Canny(image, low, high)
+
+
+def plot_canny(paths: Sequence[str | os.PathLike],
+               thresholds: Sequence[tuple[float, float]] = ((100, 200), (30, 90)),
+               path: str | os.PathLike | None = None):
+    """Each image at its full resolution beside its Canny edges for each (low, high) threshold
+    pair (thresholds in the titles): one row per image, columns original then one per pair.
+    Returns the Figure."""
+    figure = _new_figure(4.5 * (1 + len(thresholds)), 4.0 * len(paths))
+    axes = figure.subplots(len(paths), 1 + len(thresholds), squeeze=False)
+    for row_axes, image_path in zip(axes, paths):
+        image = load_gray(image_path)
+        name, size = Path(image_path).name, f"{image.shape[1]}x{image.shape[0]} px"
+        row_axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
+        row_axes[0].set_title(f"{Path(image_path).parent.name}: {name}\noriginal, {size}", fontsize=9)
+        for ax, (low, high) in zip(row_axes[1:], thresholds):
+            edges = canny_edges(image, low, high)
+            ax.imshow(edges, cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
+            ax.set_title(f"Canny edges, low={low:g}, high={high:g}\n"
+                         f"{(edges > 0).mean():.2%} of pixels are edges", fontsize=9)
+        for ax in row_axes:
+            ax.set_xlabel("x (pixels)")
+            ax.set_ylabel("y (pixels)")
+    figure.suptitle("Canny edge detection on full-resolution originals")
+    _save_figure(figure, path)
+    return figure
+
+
+def size_summary(index: pd.DataFrame) -> pd.DataFrame:
+    """Image geometry per class (use an index of full-size originals): images, median width and
+    height (pixels), median and quartiles of the aspect ratio width / height, median megapixels,
+    share of 1-channel (grayscale) files."""
+    geometry = index.assign(aspect=index["width"] / index["height"],
+                            megapixels=index["width"] * index["height"] / 1e6)
+    grouped = geometry.groupby("label")
+    table = pd.DataFrame({
+        "images": grouped.size(),
+        "width_median": grouped["width"].median(),
+        "height_median": grouped["height"].median(),
+        "aspect_q25": grouped["aspect"].quantile(0.25),
+        "aspect_median": grouped["aspect"].median(),
+        "aspect_q75": grouped["aspect"].quantile(0.75),
+        "megapixels_median": grouped["megapixels"].median(),
+        "grayscale_share": grouped["channels"].apply(lambda c: (c == 1).mean()),
+    })
+    return table.reindex(_ordered(table.index, CLASS_NAMES)).round(3)
+
+
+def plot_size_distribution(index: pd.DataFrame, path: str | os.PathLike | None = None):
+    """Width against height (pixels) and the aspect ratio width / height, per class. Returns the Figure."""
+    figure = _new_figure(11, 4.3)
+    scatter, histogram = figure.subplots(1, 2)
+    aspect = index["width"] / index["height"]
+    bins = np.linspace(aspect.min(), aspect.max(), 31)
+    for label in _ordered(index["label"], CLASS_NAMES):
+        rows = index["label"] == label
+        scatter.scatter(index.loc[rows, "width"], index.loc[rows, "height"], s=10, alpha=0.6,
+                        label=f"{label} (n={rows.sum()})")
+        histogram.hist(aspect[rows], bins=bins, density=True, alpha=0.55, label=label)
+    top = float(index[["width", "height"]].max().max())
+    scatter.plot([0, top], [0, top], color="grey", linestyle=":", label="square (width = height)")
+    scatter.set(xlabel="width (pixels)", ylabel="height (pixels)", title="Original image sizes per class")
+    histogram.axvline(1.0, color="grey", linestyle=":", label="square, as the 224 x 224 input")
+    histogram.set(xlabel="aspect ratio width / height", ylabel="density",
+                  title="Aspect ratio per class (squashed to 1 at 224 x 224)")
+    scatter.legend()
+    histogram.legend()
+    _save_figure(figure, path)
+    return figure
+
+
+def intensity_histograms(paths: Sequence[str | os.PathLike], bins: int = 64) -> np.ndarray:
+    """Gray-level histograms at full resolution: float64 (N, bins), each row the share of an
+    image's pixels per bin of equal width over 0..255 (rows sum to 1)."""
+    edges = np.linspace(0, 256, bins + 1)
+    rows = [np.histogram(load_gray(p), bins=edges)[0] for p in paths]
+    counts = np.asarray(rows, dtype=np.float64).reshape(len(rows), bins)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def representative_rows(labels: Sequence[str], histograms: np.ndarray) -> dict[str, int]:
+    """Per class, the row position of the image whose histogram is closest (L1) to its class mean."""
+    labels = np.asarray(labels)
+    chosen = {}
+    for label in _ordered(labels, CLASS_NAMES):
+        rows = np.flatnonzero(labels == label)
+        distance = np.abs(histograms[rows] - histograms[rows].mean(axis=0)).sum(axis=1)
+        chosen[label] = int(rows[np.argmin(distance)])
+    return chosen
+
+
+def plot_intensity_histograms(index: pd.DataFrame, histograms: np.ndarray,
+                              path: str | os.PathLike | None = None):
+    """Mean gray-level histogram per class (band: 25th-75th percentile over images) with the
+    histograms of two representative images, and those two images. ``histograms`` (N, bins) come
+    from :func:`intensity_histograms` of ``index["path"]``. Returns the Figure."""
+    figure = _new_figure(15, 4.5)
+    plot, *image_axes = figure.subplots(1, 3, width_ratios=[1.4, 1, 1])
+    bins = histograms.shape[1]
+    centres = (np.arange(bins) + 0.5) * 256 / bins
+    representatives = representative_rows(index["label"], histograms)
+    for (label, row), ax, colour in zip(representatives.items(), image_axes, ("tab:blue", "tab:orange")):
+        rows = (index["label"] == label).to_numpy()
+        low, high = np.percentile(histograms[rows], [25, 75], axis=0)
+        plot.fill_between(centres, low, high, color=colour, alpha=0.2)
+        plot.plot(centres, histograms[rows].mean(axis=0), color=colour, label=f"{label} mean (n={rows.sum()})")
+        name = index["filename"].iloc[row]
+        plot.plot(centres, histograms[row], color=colour, linestyle="--", label=f"{label} example {name}")
+        image = load_gray(index["path"].iloc[row])
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"{label} example: {name}\n{image.shape[1]}x{image.shape[0]} px, mean gray {image.mean():.0f}",
+                     fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    plot.set(xlabel="gray level (0 = black, 255 = white)", ylabel="share of pixels per bin",
+             title="Pixel intensity histograms per class")
+    plot.legend(fontsize=8)
+    _save_figure(figure, path)
+    return figure
+
+
+def find_duplicates(index: pd.DataFrame) -> pd.DataFrame:
+    """Groups of byte-identical files (same sha256), one row per group.
+
+    Columns: sha256, n_files, filenames ("; "-joined), splits and labels (distinct values,
+    ","-joined), patients (distinct patient ids), scope ("within one split" / "across splits"),
+    label_conflict (True when the copies carry different classes). Empty when there are none.
+    """
+    columns = ["sha256", "n_files", "filenames", "splits", "labels", "patients", "scope", "label_conflict"]
+    copies = index[index["sha256"].duplicated(keep=False)]
+    if copies.empty:
+        return pd.DataFrame(columns=columns)
+    table = copies.groupby("sha256").agg(
+        n_files=("path", "size"), filenames=("filename", lambda s: "; ".join(sorted(s))),
+        splits=("split", lambda s: ",".join(_ordered(s, SPLITS))),
+        labels=("label", lambda s: ",".join(_ordered(s, CLASS_NAMES))),
+        patients=("patient_id", lambda s: ",".join(sorted(set(s)))),
+        n_splits=("split", "nunique"), n_labels=("label", "nunique")).reset_index()
+    table["scope"] = np.where(table["n_splits"] > 1, "across splits", "within one split")
+    table["label_conflict"] = table["n_labels"] > 1
+    return table.sort_values(["scope", "filenames"]).reset_index(drop=True)[columns]
+
+
+def patient_counts(index: pd.DataFrame, by: str = "split") -> pd.DataFrame:
+    """Patients (ids from file names, :func:`parse_patient_id`) per split and class.
+
+    Returns rows (``by``, label); columns images, patients, images_per_patient_mean,
+    images_per_patient_max, and ids_in_other_splits: patient ids of this row also found in another
+    split (same id in two splits: a possible leak, or the same number reused for another patient).
+    """
+    splits_per_id = index.groupby("patient_id")[by].nunique()
+    grouped = index.groupby([by, "label"])
+    per_patient = index.groupby([by, "label", "patient_id"]).size()
+    table = pd.DataFrame({
+        "images": grouped.size(),
+        "patients": grouped["patient_id"].nunique(),
+        "images_per_patient_mean": per_patient.groupby(level=[0, 1]).mean().round(2),
+        "images_per_patient_max": per_patient.groupby(level=[0, 1]).max(),
+        "ids_in_other_splits": grouped["patient_id"].apply(lambda ids: int((splits_per_id[ids.unique()] > 1).sum())),
+    })
+    order = [(s, c) for s in _ordered(index[by], SPLITS) for c in CLASS_NAMES if (s, c) in table.index]
+    return table.reindex(order)
+
+
+def plot_images_per_patient(index: pd.DataFrame, path: str | os.PathLike | None = None):
+    """Bar plot: how many patient ids (all splits of ``index`` pooled) have 1, 2, 3, ... images,
+    per class. Returns the Figure."""
+    figure = _new_figure(8, 4.2)
+    ax = figure.subplots()
+    counts = index.groupby(["label", "patient_id"]).size()
+    top = int(counts.max())
+    positions = np.arange(1, top + 1)
+    for offset, label in zip((-0.2, 0.2), _ordered(counts.index.get_level_values(0), CLASS_NAMES)):
+        patients = counts.loc[label].value_counts().reindex(positions, fill_value=0)
+        ax.bar(positions + offset, patients.to_numpy(), width=0.4, label=f"{label} ({len(counts.loc[label])} ids)")
+    ax.set_yscale("log")
+    ax.set_xticks(positions)
+    ax.set(xlabel="images per patient id", ylabel="patients (log scale)",
+           title="Images per patient id (parsed from file names, all splits pooled)")
+    ax.legend(title="class")
+    _save_figure(figure, path)
+    return figure
+
+
+def save_example_images(index: pd.DataFrame, out_dir: str | os.PathLike,
+                        max_side: int = EXAMPLE_MAX_SIDE, seed: int = 0) -> list[Path]:
+    """Write one random X-ray per split and class as ``example_<split>_<class>.png`` in ``out_dir``:
+    decoded from the data, grayscale, shrunk (aspect kept) to at most ``max_side`` pixels a side
+    and re-encoded as PNG. Returns the paths written, in split then class order."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    picks = subsample_per_class(index, 1, seed).set_index(["split", "label"])
+    written = []
+    for split, label in ((s, c) for s in SPLITS for c in CLASS_NAMES if (s, c) in picks.index):
+        image = Image.fromarray(load_gray(picks.loc[(split, label), "path"]))
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        target = out_dir / f"example_{split}_{label.lower()}.png"
+        image.save(target, format="PNG")
+        written.append(target)
+    return written

@@ -1,0 +1,97 @@
+"""Figures of training and evaluation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .common import CLASS_NAMES
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures of training and evaluation
+# ----------------------------------------------------------------------------------------------
+def _new_figure(width: float, height: float):
+    """A matplotlib Figure (inches) outside pyplot's global state, freed when unreferenced."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save_figure(figure, path: str | os.PathLike | None, dpi: int = 150) -> None:
+    """Save ``figure`` as an image at ``path`` (parent folders created); nothing when path is None."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=dpi, bbox_inches="tight")
+
+
+def save_figure(figure, directory: str | os.PathLike | None, name: str):
+    """Save ``figure`` as ``<directory>/<name>.png`` (150 dpi) when a directory is given; return it."""
+    if directory is not None:
+        _save_figure(figure, Path(directory) / f"{name}.png")
+    return figure
+
+
+def plot_training_curves(history: dict, title: str):
+    """Accuracy and loss per epoch, train vs validation; legends give mean ± std over epochs."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for axis, metric in zip(axes, ("accuracy", "loss")):
+        for key, name in ((metric, "train"), (f"val_{metric}", "validation")):
+            values = np.asarray(history[key])
+            axis.plot(epochs, values, marker="o", label=f"{name} ({values.mean():.3f} ± {values.std():.3f})")
+        axis.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
+        axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_confusion_matrices(y_true: Sequence[int], predictions: dict[str, Sequence[int]]):
+    """One confusion matrix (counts) per model, rows true class, columns predicted class."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    figure, axes = plt.subplots(1, len(predictions), figsize=(4.5 * len(predictions), 4), squeeze=False)
+    for axis, (name, y_pred) in zip(axes[0], predictions.items()):
+        ConfusionMatrixDisplay.from_predictions(y_true, y_pred, display_labels=CLASS_NAMES, ax=axis,
+                                                colorbar=False, cmap="Blues")
+        axis.set_title(name)
+    figure.suptitle("Confusion matrices, official test set")
+    figure.tight_layout()
+    return figure
+
+
+def plot_roc_curves(y_true: Sequence[int], probabilities: dict[str, Sequence[float]]):
+    """ROC curves of all models in one plot, AUC in the legend."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import RocCurveDisplay
+
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    for name, p in probabilities.items():
+        RocCurveDisplay.from_predictions(y_true, p, name=name, ax=axis)
+    axis.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
+    axis.set(title="ROC curves, official test set", xlabel="1 - specificity", ylabel="sensitivity")
+    axis.legend(loc="lower right")
+    return figure
+
+
+def plot_reliability(y_true: Sequence[int], probabilities: dict[str, Sequence[float]], n_bins: int = 10):
+    """Reliability diagram: observed PNEUMONIA share against mean predicted probability per bin."""
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss
+
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfectly calibrated")
+    for name, p in probabilities.items():
+        observed, predicted = calibration_curve(y_true, p, n_bins=n_bins, strategy="quantile")
+        axis.plot(predicted, observed, marker="o", label=f"{name} (Brier {brier_score_loss(y_true, p):.3f})")
+    axis.set(title="Calibration, official test set", xlabel="mean predicted probability of PNEUMONIA",
+             ylabel="observed share of PNEUMONIA")
+    axis.legend(loc="upper left")
+    return figure
