@@ -3,11 +3,16 @@
 Pneumonia detection from paediatric chest X-rays (Kermany et al., Cell 2018; data CC BY 4.0,
 doi:10.17632/rscbjbr9sj.2, served on Kaggle as ``paultimothymooney/chest-xray-pneumonia``).
 
-The code lives in the package ``pneumonia_cxr`` (one module per section); this module is the one
-import of its public names. Sections: data set location and index, patient-grouped split, tf.data input pipeline and image
-decoding, models (scratch CNN, frozen VGG-Face / HED-VGG16 transfer), cached features and training,
-evaluation with bootstrap intervals, model bundles on disk, Grad-CAM / Grad-CAM++ and their checks,
-and exploratory-analysis helpers.
+The code lives in the package ``pneumonia_cxr``, one module per part; this module is the one import
+of its public names:
+
+- ``data``: data set location and download, index, patient-grouped split, decoding, tf.data pipeline;
+- ``models``: scratch CNN, frozen VGG-Face / HED-VGG16 transfer, Xception (ImageNet) transfer with a
+  fine-tunable exit flow, custom layers, model bundles on disk;
+- ``training``: cached features keyed by weights, training precision, seeding, training loops, logits;
+- ``evaluation``: logit thresholds, metrics with bootstrap intervals, seed- and cross-model ensembles,
+  McNemar, result tables;
+- ``plots``, ``gradcam`` (Grad-CAM / Grad-CAM++ and their checks), ``eda`` (exploratory analysis).
 
 Conventions: images fed to every model are float32 RGB arrays of shape (N, 224, 224, 3) with values
 in [0, 1]; each transfer model converts them to what its pretrained base expects with its own first

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import sys
 import threading
@@ -32,7 +33,7 @@ except ImportError:  # started from another folder: the module sits at the repo 
     import functions_for_grad_cam as fgc
 
 MODEL_ENV_VAR = "MODEL_PATH"
-DEFAULT_MODELS = ("models/hed_vgg16_transfer.keras", "models/scratch_cnn.keras")
+MODELS_DIR = "models"  # bundles written by model_deep_learning.ipynb: <name>.keras + <name>.json
 MAX_UPLOAD_MB_ENV_VAR = "MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 20  # the largest original of the data set is about 3 MB
 EXAMPLES_DIR = REPO_ROOT / "images"
@@ -57,7 +58,12 @@ class InMemoryRequest(Request):
 
 
 def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
-    """``model_path``, else ``$MODEL_PATH``, else the first of DEFAULT_MODELS present in the repo.
+    """``model_path``, else ``$MODEL_PATH``, else the default bundle in ``models/``.
+
+    The default is the bundle whose metadata (``<name>.json``) says ``"app_default": true`` (written by
+    model_deep_learning.ipynb, which chose it on validation data only: the highest validation ROC-AUC);
+    without one, the bundle recording the highest ``val_roc_auc``; bundles with neither come last, in
+    name order.
 
     Raises:
         ModelNotFoundError: naming what was tried and how to provide a model.
@@ -69,13 +75,23 @@ def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
             raise ModelNotFoundError(f"Model file not found: {path} (from "
                                      f"{'the model_path argument' if model_path else '$' + MODEL_ENV_VAR})")
         return path
-    for candidate in DEFAULT_MODELS:
-        if (REPO_ROOT / candidate).is_file():
-            return REPO_ROOT / candidate
-    raise ModelNotFoundError(
-        f"No model found: none of {', '.join(DEFAULT_MODELS)} exists in {REPO_ROOT}. Train one with "
-        f"model_deep_learning.ipynb, or pass a .keras file (--model PATH, create_app(model_path) or "
-        f"${MODEL_ENV_VAR}).")
+    candidates = sorted((REPO_ROOT / MODELS_DIR).glob("*.keras"))
+    if not candidates:
+        raise ModelNotFoundError(
+            f"No model found: no .keras file in {REPO_ROOT / MODELS_DIR}. Train one with "
+            f"model_deep_learning.ipynb, or pass a .keras file (--model PATH, create_app(model_path) or "
+            f"${MODEL_ENV_VAR}).")
+    return max(candidates, key=lambda path: (*_default_rank(path), -candidates.index(path)))
+
+
+def _default_rank(model_path: Path) -> tuple[bool, float]:
+    """(``app_default`` flag, ``val_roc_auc``) from the bundle's metadata; (False, -1) when absent
+    or unreadable."""
+    try:
+        metadata = json.loads(model_path.with_suffix(".json").read_text())
+        return bool(metadata.get("app_default", False)), float(metadata.get("val_roc_auc", -1.0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False, -1.0
 
 
 def _max_upload_bytes() -> int:

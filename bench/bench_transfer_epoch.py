@@ -61,7 +61,8 @@ def main() -> None:
 
     def extract():
         with tempfile.TemporaryDirectory() as cache_dir:
-            features, loaded = fgc.cached_features(extractor, frame, cache_dir, fgc.HED_BASE.name)
+            features, loaded = fgc.cached_features(extractor, frame, cache_dir, fgc.HED_BASE.name,
+                                                   fgc.base_weights_identity(fgc.HED_BASE.name))
             assert not loaded
         return features
 

@@ -6,9 +6,14 @@ study's notebooks did it) with this project's way, in one run on the same machin
 median of repeats after a warm-up. An entry of the results file reads
 
     {"<name>": {"baseline": number or null, "ours": number, "unit": "...",
-                "ratio": how many times faster ours is, "notes": "..."}}
+                "ratio": how many times faster ours is, "notes": "...",
+                "measured_at": "YYYY-MM-DDTHH:MM:SSZ" (UTC, when the entry was written),
+                "machine": {"cpu": ..., "cores": ..., ...}, "model": "..." or null}}
 
-with one more entry "machine" (CPU model, cores, TensorFlow and Keras versions).
+with one more entry "machine" (CPU model, cores, TensorFlow and Keras versions of the last run).
+Entries carry their own date and machine because the benchmarks are re-run one at a time. An entry
+whose run date was not stored instead gives "measured_at_source" (e.g. "date of the commit that
+recorded it") and "measured_at_commit".
 """
 from __future__ import annotations
 
@@ -102,6 +107,20 @@ def time_runs(function: Callable[[], object], repeats: int, warmup: int) -> list
     return seconds
 
 
+def time_interleaved(functions: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Wall seconds of ``repeats`` calls of each function after ``warmup`` untimed rounds, called in
+    turn (a round calls every function once, in the order given), so that on a shared machine every
+    side sees the same load; returns {name: seconds per timed round}."""
+    seconds: dict[str, list[float]] = {name: [] for name in functions}
+    for round_number in range(warmup + repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            if round_number >= warmup:
+                seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
 def median(values) -> float:
     return float(statistics.median(values))
 
@@ -134,7 +153,49 @@ def machine_info() -> dict:
             "tensorflow": tf.__version__, "keras": keras.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "gpu": bool(tf.config.list_physical_devices("GPU")),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            "date": utc_now()}
+
+
+# The model each benchmark runs (None: no model involved), filled into entries that do not name one.
+BENCHMARK_MODELS: dict[str, str | None] = {
+    "gradcam_batch_scratch": "scratch CNN (build_scratch_cnn), random weights (seed 0)",
+    "gradcam_batch_vgg16": "HED VGG16 transfer (pretrained frozen base, random head)",
+    "scratch_epoch": "scratch CNN (build_scratch_cnn)",
+    "transfer_epoch": "HED VGG16 transfer (pretrained frozen base + head)",
+    "transfer_10_epochs": "HED VGG16 transfer (pretrained frozen base + head)",
+    "reproduction_wall_time": "the notebooks' models (scratch CNN, VGG-Face and HED VGG16 transfer)",
+    "reproduction_quick_wall_time": "the notebooks' models (scratch CNN, VGG-Face and HED VGG16 transfer)",
+}
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 to the second, e.g. ``2026-11-29T12:00:00Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def machine_summary(info: dict) -> dict:
+    """The part of :func:`machine_info` stored in every entry: CPU model, cores, usable cores, GPU,
+    TensorFlow and Keras versions."""
+    keys = ("cpu", "cores", "usable_cores", "gpu", "tensorflow", "keras")
+    return {key: info[key] for key in keys if key in info}
+
+
+def stamp_entry(name: str, entry: dict, machine: dict, measured_at: str) -> dict:
+    """``entry`` with ``measured_at``, ``machine`` (:func:`machine_summary`) and ``model`` (from
+    :data:`BENCHMARK_MODELS` by ``name``) added where the entry does not give them."""
+    defaults = {"measured_at": measured_at, "machine": machine_summary(machine),
+                "model": BENCHMARK_MODELS.get(name)}
+    stamped = dict(entry)
+    for key, value in defaults.items():
+        if stamped.get(key) is None:
+            stamped[key] = value
+    return stamped
+
+
+def load_average() -> float:
+    """The 1-minute load average: runnable processes averaged over a minute (equal to the number of
+    cores when all are busy; above it, processes wait for a core)."""
+    return os.getloadavg()[0]
 
 
 def make_entry(baseline: float | None, ours: float, unit: str, higher_is_better: bool, notes: str) -> dict:
@@ -150,7 +211,8 @@ def make_entry(baseline: float | None, ours: float, unit: str, higher_is_better:
 
 def merge_results(path: Path, entries: dict, quick: bool = False) -> None:
     """Merge ``entries`` (and a fresh "machine" entry) into the JSON file at ``path``, keeping its
-    other entries; written atomically (temporary file in the same folder, then renamed). The
+    other entries; each new entry is stamped (:func:`stamp_entry`) with this run's date and machine
+    unless it gives its own. Written atomically (temporary file in the same folder, then renamed). The
     benchmarks run one after another (bench/run_all.sh), so there is no lock."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,8 +220,9 @@ def merge_results(path: Path, entries: dict, quick: bool = False) -> None:
     if quick:
         entries = {name: {**entry, "notes": "QUICK RUN (tiny sizes, not a measurement). " + entry["notes"]}
                    for name, entry in entries.items()}
-    results.update(entries)
-    results["machine"] = machine_info()
+    machine = machine_info()
+    results.update({name: stamp_entry(name, entry, machine, machine["date"]) for name, entry in entries.items()})
+    results["machine"] = machine
     handle, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     with os.fdopen(handle, "w") as out:
         json.dump(results, out, indent=2, sort_keys=True)

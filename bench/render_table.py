@@ -21,8 +21,26 @@ def _number(value) -> str:
     return str(value)
 
 
+COMMIT_DATE_MARK = "†"  # after a date that is the commit's, not the run's
+
+
+def _machine(entry: dict) -> str:
+    """'CPU model, N cores' of an entry's machine, '–' when not recorded."""
+    machine = entry.get("machine") or {}
+    if not machine.get("cpu"):
+        return "–"
+    return f"{machine['cpu']}, {machine.get('cores', '?')} cores"
+
+
+def _measured_at(entry: dict) -> str:
+    """The entry's UTC date, marked when it is only the date of the commit that recorded it."""
+    when = entry.get("measured_at") or "–"
+    return f"{when} {COMMIT_DATE_MARK}" if entry.get("measured_at_source") else when
+
+
 def render_table(results: dict, notes: bool = True) -> str:
-    """Markdown: one row per benchmark (sorted by name), then a line describing the machine."""
+    """Markdown: one row per benchmark (sorted by name) with its date, machine and model, then a line
+    on the software of the last run and on dates taken from commits."""
     import pandas as pd
 
     import functions_for_grad_cam as fgc
@@ -33,17 +51,25 @@ def render_table(results: dict, notes: bool = True) -> str:
         ratio = entry.get("ratio")
         row = {"benchmark": f"`{name}`", "original's way": _number(entry.get("baseline")),
                "ours": _number(entry.get("ours")), "unit": entry.get("unit", ""),
-               "ours is × faster": "–" if ratio is None else f"{ratio:.2f}×"}
+               "ours is × faster": "–" if ratio is None else f"{ratio:.2f}×",
+               "measured at (UTC)": _measured_at(entry), "machine": _machine(entry),
+               "model": entry.get("model") or "–"}
         if notes:
             row["notes"] = entry.get("notes", "")
         rows.append(row)
-    table = fgc.markdown_table(pd.DataFrame(rows))
+    lines = [fgc.markdown_table(pd.DataFrame(rows))]
     machine = results.get("machine")
-    if not machine:
-        return table
-    return (table + f"\n\nMachine: {machine.get('cpu')}, {machine.get('cores')} cores, TensorFlow "
-            f"{machine.get('tensorflow')}, Keras {machine.get('keras')}, "
-            f"{'GPU' if machine.get('gpu') else 'CPU only'}; run {machine.get('date', '')}.")
+    if machine:
+        lines.append(f"Last run {machine.get('date', '')} on {machine.get('cpu')}, {machine.get('cores')} cores: "
+                     f"TensorFlow {machine.get('tensorflow')}, Keras {machine.get('keras')}, "
+                     f"{'GPU' if machine.get('gpu') else 'CPU only'}. Each row gives the date and machine of its own run.")
+    dated_otherwise = [entry for name, entry in results.items() if name != "machine" and entry.get("measured_at_source")]
+    for source in sorted({entry["measured_at_source"] for entry in dated_otherwise}):
+        commits = sorted({entry.get("measured_at_commit", "?") for entry in dated_otherwise
+                          if entry["measured_at_source"] == source})
+        lines.append(f"{COMMIT_DATE_MARK} {source[:1].upper()}{source[1:]} ({', '.join(commits)}): the run itself was earlier and its "
+                     f"date was not stored.")
+    return "\n\n".join(lines)
 
 
 def main() -> None:

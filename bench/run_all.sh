@@ -7,6 +7,8 @@
 # --quick: tiny sizes and 1 repeat, only checks that the scripts run (write it to a temporary
 # --output, not to bench/results.json). Other options are passed to every script.
 # Each benchmark runs in its own Python process; a failing one is reported and the rest still run.
+# Every entry written is stamped with its UTC date, machine and model (bench/common.py); on a shared
+# machine, run when it is quiet (the load average is printed) or compare sides timed in turn.
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -18,14 +20,14 @@ while [ $# -gt 0 ]; do
     --output=*) OUTPUT=${1#--output=}; shift ;;
     --data-root|--repeats|--warmup) ARGS+=("$1" "$2"); shift 2 ;;
     --quick|--data-root=*|--repeats=*|--warmup=*) ARGS+=("$1"); shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 failed=()
 for script in bench_input_pipeline bench_scratch_epoch bench_transfer_epoch bench_gradcam; do
-  echo "== $script $(date +%H:%M:%S)"
+  echo "== $script $(date -u +%H:%M:%SZ), 1-minute load average $(cut -d' ' -f1 /proc/loadavg)"
   start=$(date +%s)
   if ! "$PYTHON" "bench/$script.py" --output "$OUTPUT" "${ARGS[@]+"${ARGS[@]}"}"; then
     failed+=("$script")

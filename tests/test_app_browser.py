@@ -1,6 +1,7 @@
 """The web page in a real headless browser: Debian's Chromium driven by Playwright (no
 ``playwright install``: the system browser is used). Upload an image, see the prediction and
-the Grad-CAM overlay; drag and drop; an example image in one click; a bad file's message."""
+the Grad-CAM overlay; drag and drop; an example image in one click; a bad file's message; the
+README screenshot's code path (scripts/app_screenshot.py), written to a temporary file only."""
 from __future__ import annotations
 
 import io
@@ -15,14 +16,17 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+import app_screenshot  # noqa: E402  (scripts/app_screenshot.py: browser settings and the screenshot)
+
+CHROMIUM, CHROMIUM_ARGS = app_screenshot.CHROMIUM, app_screenshot.CHROMIUM_ARGS
 TIMEOUT_MS = 60_000
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
-                                reason=f"{CHROMIUM} missing: install Debian's chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.is_file(),
+    reason=f"browser tests skipped: {CHROMIUM} not found; install Debian's chromium to run them "
+           f"(sudo apt-get install -y chromium)")
 
 
 def xray_png(width: int = 320, height: int = 280) -> bytes:
@@ -82,11 +86,7 @@ def page(browser):
     assert errors == [], errors  # no JavaScript errors
 
 
-def image_loaded(page, selector: str) -> tuple[int, int]:
-    """(naturalWidth, naturalHeight) of an <img> once decoded by the browser."""
-    page.wait_for_function(f"() => {{ const i = document.querySelector('{selector}'); "
-                           f"return i && i.complete && i.naturalWidth > 0; }}")
-    return tuple(page.eval_on_selector(selector, "i => [i.naturalWidth, i.naturalHeight]"))
+image_loaded = app_screenshot.wait_for_image  # (naturalWidth, naturalHeight) once decoded
 
 
 def assert_result_shown(page, size: tuple[int, int]) -> None:
@@ -145,3 +145,50 @@ def test_bad_file_shows_message(page, site):
     page.wait_for_selector("#error")
     assert "not an image" in page.inner_text("#error")
     assert page.query_selector("#result") is None
+
+
+def test_screenshot_after_upload_shows_result_and_overlay(page, site, tmp_path):
+    url, folder = site
+    upload = folder / "screenshot_upload.png"
+    upload.write_bytes(xray_png(400, 300))
+    page.set_viewport_size(app_screenshot.VIEWPORT)
+    app_screenshot.upload_and_wait(page, url, upload)
+    assert_result_shown(page, (400, 300))
+    out = app_screenshot.save_result_screenshot(page, tmp_path / "shots" / "app.png")
+    assert out == tmp_path / "shots" / "app.png"
+    result_bottom = page.eval_on_selector("#result", "e => e.getBoundingClientRect().bottom + window.scrollY")
+    overlay_bottom = page.eval_on_selector("#overlay-image", "e => e.getBoundingClientRect().bottom + window.scrollY")
+    with Image.open(out) as shot:
+        assert shot.format == "PNG"
+        assert shot.width == app_screenshot.VIEWPORT["width"]
+        # down to the end of the result, so the overlay is in the picture; the examples are not
+        assert overlay_bottom < shot.height == pytest.approx(result_bottom + app_screenshot.MARGIN_PX, abs=1)
+        assert np.unique(np.asarray(shot.convert("L"))).size > 16  # a rendered page, not a blank image
+
+
+def test_screenshot_script_writes_only_where_it_is_told(site, tmp_path):
+    import subprocess
+
+    _, folder = site
+    model = next((folder / "models").glob("*.keras"))
+    upload = tmp_path / "upload.png"
+    upload.write_bytes(xray_png(360, 240))
+    committed = app_screenshot.DEFAULT_OUT
+    before = committed.stat().st_mtime_ns if committed.exists() else None
+    out = tmp_path / "app.png"
+    # its own process: one thread cannot hold two Playwright sessions (the browser fixture has one)
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "app_screenshot.py"), "--model", str(model),
+                          "--image", str(upload), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert f"wrote {out}" in run.stdout
+    with Image.open(out) as shot:
+        assert shot.format == "PNG" and shot.width == app_screenshot.VIEWPORT["width"]
+    assert (committed.stat().st_mtime_ns if committed.exists() else None) == before  # README's file untouched
+
+
+def test_screenshot_script_names_a_missing_model(tmp_path, capsys):
+    missing = tmp_path / "no_such_model.keras"
+    assert app_screenshot.main(["--model", str(missing), "--image", str(tmp_path / "x.png"),
+                                "--out", str(tmp_path / "app.png")]) == 1
+    assert f"Model file not found: {missing}" in capsys.readouterr().err
+    assert not (tmp_path / "app.png").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -351,3 +352,163 @@ def test_resolve_data_dir_prefers_argument_then_env(fgc, make_kaggle_tree, monke
     monkeypatch.setenv(fgc.DATA_ENV_VAR, str(other))
     assert fgc.resolve_data_dir() == other / "chest_xray" / "chest_xray"
     assert fgc.resolve_data_dir(root) == root
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain pipeline = preprocess_pixels; persistent decoded cache
+# ----------------------------------------------------------------------------------------------
+def _images(dataset) -> np.ndarray:
+    """All images of a make_dataset (with or without targets), float32 (N, 224, 224, 3)."""
+    batches = [b[0] if isinstance(b, tuple) else b for b in dataset.as_numpy_iterator()]
+    return np.concatenate(batches)
+
+
+def _reference(path) -> np.ndarray:
+    """The pipeline's reference: preprocess_pixels of TensorFlow's RGB decode, float32 (224, 224, 3)."""
+    import tensorflow as tf
+
+    from pneumonia_cxr.data import preprocess_pixels
+
+    image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+    return np.asarray(preprocess_pixels(image))
+
+
+@pytest.fixture()
+def mixed_files(tmp_path, sample_rows, fullsize_dir):
+    """Copies in tmp of two 224 px X-rays (3-channel JPEGs of grey images), one full-size grey
+    original, a colour PNG to be resized and a grey PNG of 224 x 224."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sources = sample_rows["path"].tolist()[:2] + [sorted((fullsize_dir / "test" / "NORMAL").iterdir())[0]]
+    files = []
+    for i, source in enumerate(sources):
+        files.append(folder / f"xray{i}{Path(source).suffix}")
+        shutil.copyfile(source, files[-1])
+    colour = np.random.default_rng(5).integers(0, 256, (150, 260, 3), dtype=np.uint8)
+    files.append(folder / "colour.png")
+    files[-1].write_bytes(_encode(Image.fromarray(colour), "PNG"))
+    files.append(folder / "grey224.png")
+    files[-1].write_bytes(_encode(Image.fromarray(colour[:, :224, 0]).resize((224, 224)), "PNG"))
+    return [str(f) for f in files]
+
+
+def test_plain_pipeline_equals_preprocess_pixels(fgc, mixed_files):
+    # skipping the identity resize of 224 px images and resizing grey images in one channel keep
+    # every value bit for bit
+    images = _images(fgc.make_dataset(mixed_files, batch_size=2, cache=False))
+    for image, path in zip(images, mixed_files):
+        np.testing.assert_array_equal(image, _reference(path))
+
+
+def test_decoded_cache_equals_pipeline_without_it(fgc, mixed_files, tmp_path):
+    targets = [0, 1, 0, 1, 1]
+    plain = _images(fgc.make_dataset(mixed_files, targets, batch_size=2))
+    for run in ("fills", "reads"):
+        cached = fgc.make_dataset(mixed_files, targets, batch_size=2, decoded_cache_dir=tmp_path / "c")
+        batches = list(cached.as_numpy_iterator())
+        np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), np.float32(targets))
+        images = np.concatenate([x for x, _ in batches])
+        assert images.dtype == np.float32 and images.shape == (5, 224, 224, 3), run
+        resized = [2, 3]  # the full-size X-ray and the colour PNG: rounded to uint8 once resized
+        same = [i for i in range(5) if i not in resized]
+        np.testing.assert_array_equal(images[same], plain[same])
+        np.testing.assert_allclose(images[resized], plain[resized], atol=0.5 / 255 + 1e-6, rtol=0)
+
+
+def test_decoded_cache_all_grey_same_as_without(fgc, sample_rows, tmp_path):
+    # the 224 px set: every entry grey, so batches are made RGB batch by batch (also when shuffled)
+    paths, targets = sample_rows["path"].tolist(), sample_rows["target"].tolist()
+    for shuffle in (False, True):
+        without = fgc.make_dataset(paths, targets, 3, shuffle=shuffle, seed=4)
+        plain = [list(without.as_numpy_iterator()) for epoch in range(2)]  # reshuffled every epoch
+        for run in ("fills", "reads"):
+            dataset = fgc.make_dataset(paths, targets, 3, shuffle=shuffle, seed=4, decoded_cache_dir=tmp_path)
+            for epoch in range(2):
+                cached = list(dataset.as_numpy_iterator())
+                for (x0, y0), (x1, y1) in zip(plain[epoch], cached, strict=True):
+                    np.testing.assert_array_equal(x0, x1)
+                    np.testing.assert_array_equal(y0, y1)
+
+
+def test_decoded_cache_stores_grey_as_one_channel(fgc, mixed_files, tmp_path):
+    entries = fgc.fill_decoded_cache(mixed_files, tmp_path)
+    stored = [fgc.read_decoded_entry(entry) for entry in entries]
+    assert [s.shape[2] for s in stored] == [1, 1, 1, 3, 1]
+    assert all(s.dtype == np.uint8 and s.shape[:2] == (224, 224) for s in stored)
+    for i in (0, 1, 4):  # images of 224 px: the stored grey expands to the fresh RGB decode exactly
+        np.testing.assert_array_equal(np.repeat(stored[i], 3, axis=2) / np.float32(255), _reference(mixed_files[i]))
+        assert entries[i].stat().st_size == 32 + 224 * 224
+
+
+def test_decoded_cache_is_keyed_by_content(fgc, sample_rows, tmp_path):
+    first, second = sample_rows["path"].tolist()[:2]
+    copies = [tmp_path / "a.jpeg", tmp_path / "same_bytes_other_name.jpeg", tmp_path / "other.jpeg"]
+    for copy, source in zip(copies, (first, first, second)):
+        shutil.copyfile(source, copy)
+    cache = tmp_path / "cache"
+    entries = fgc.fill_decoded_cache([str(c) for c in copies], cache)
+    assert entries[0] == entries[1] != entries[2]
+    assert sorted(cache.rglob("*.u8")) == sorted({entries[0], entries[2]})
+    assert fgc.decoded_cache_folder(cache).name.startswith(fgc.PIPELINE_VERSION)
+    assert not list(cache.rglob("*.tmp"))  # written through temporary files, all renamed
+
+
+def test_decoded_cache_changed_file_gets_a_new_entry(fgc, sample_rows, tmp_path):
+    first, second = sample_rows["path"].tolist()[:2]
+    path = tmp_path / "image.jpeg"
+    shutil.copyfile(first, path)
+    cache = tmp_path / "cache"
+    before = _images(fgc.make_dataset([str(path)], decoded_cache_dir=cache))
+    np.testing.assert_array_equal(before[0], _reference(first))
+    shutil.copyfile(second, path)  # same name, new content
+    after = _images(fgc.make_dataset([str(path)], decoded_cache_dir=cache))
+    np.testing.assert_array_equal(after[0], _reference(second))
+    assert len(list(cache.rglob("*.u8"))) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped_pixels", "wrong_header", "garbage"])
+def test_decoded_cache_corrupt_entry_is_rebuilt(fgc, sample_rows, tmp_path, damage):
+    paths = sample_rows["path"].tolist()[:3]
+    entries = fgc.fill_decoded_cache(paths, tmp_path)
+    good = entries[1].read_bytes()
+    bad = {"truncated": good[: len(good) // 2], "empty": b"",
+           "flipped_pixels": good[:1000] + bytes(255 - b for b in good[1000:1100]) + good[1100:],
+           "wrong_header": good[:8] + b"\x00\x01" + good[10:],
+           "garbage": np.random.default_rng(0).bytes(len(good))}[damage]
+    assert len(bad) != len(good) or damage in ("flipped_pixels", "wrong_header", "garbage")
+    entries[1].write_bytes(bad)
+    assert fgc.read_decoded_entry(entries[1]) is None  # detected
+    images = _images(fgc.make_dataset(paths, batch_size=2, cache=False, decoded_cache_dir=tmp_path))
+    for image, path in zip(images, paths):  # never trusted: decoded again
+        np.testing.assert_array_equal(image, _reference(path))
+    assert entries[1].read_bytes() == good  # and rewritten
+
+
+def test_decoded_cache_folder_from_environment(fgc, sample_rows, tmp_path, monkeypatch):
+    paths = sample_rows["path"].tolist()[:2]
+    monkeypatch.setenv(fgc.DECODED_CACHE_ENV_VAR, str(tmp_path / "env"))
+    _images(fgc.make_dataset(paths, decoded_cache_dir=False))
+    assert not (tmp_path / "env").exists()  # False turns it off
+    _images(fgc.make_dataset(paths))
+    assert len(list((tmp_path / "env").rglob("*.u8"))) == 2
+    monkeypatch.delenv(fgc.DECODED_CACHE_ENV_VAR)
+    _images(fgc.make_dataset(paths, decoded_cache_dir=tmp_path / "arg"))
+    assert len(list((tmp_path / "arg").rglob("*.u8"))) == 2
+
+
+def test_decoded_cache_names_missing_file(fgc, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.jpeg"):
+        fgc.make_dataset([str(tmp_path / "nowhere.jpeg")], decoded_cache_dir=tmp_path / "c")
+
+
+def test_decoded_cache_corrupt_colour_entry_is_rebuilt(fgc, mixed_files, tmp_path):
+    # mixed grey and colour entries take the per-image path: it checks and rebuilds too
+    first = _images(fgc.make_dataset(mixed_files, batch_size=2, decoded_cache_dir=tmp_path))
+    entries = fgc.decoded_cache_entries(mixed_files, tmp_path)
+    good = entries[3].read_bytes()
+    assert len(good) == 32 + 224 * 224 * 3
+    entries[3].write_bytes(good[:5000] + bytes(255 - b for b in good[5000:5100]) + good[5100:])
+    again = fgc.make_dataset(mixed_files, batch_size=2, decoded_cache_dir=tmp_path)
+    assert again.element_spec.shape.as_list() == [None, 224, 224, 3]
+    np.testing.assert_array_equal(_images(again), first)
+    assert entries[3].read_bytes() == good

@@ -3,6 +3,7 @@ example images. Mostly on a tiny synthetic Kaggle-layout folder; a few checks on
 (root from ``CHEST_XRAY_DATA_ROOT``, default ``<repo>/../shared/data``)."""
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -158,6 +159,101 @@ def test_patient_counts_group_images_and_find_ids_shared_between_splits(tiny_ind
     assert table["images"].sum() == len(tiny_index)
 
 
+# Synthetic index with a known answer. PNEUMONIA: test person1 (virus) is in train as bacteria,
+# test person3 (bacteria) is in val as bacteria, test person4 nowhere else. NORMAL: test IM-0002
+# shares only its number with train's NORMAL2-IM-0002; IM-0004 has two images.
+OVERLAP_FILES = {
+    ("train", "PNEUMONIA"): ["person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person2_virus_3.jpeg",
+                             "person5_bacteria_9.jpeg"],
+    ("val", "PNEUMONIA"): ["person3_bacteria_4.jpeg"],
+    ("test", "PNEUMONIA"): ["person1_virus_5.jpeg", "person1_virus_6.jpeg", "person3_bacteria_7.jpeg",
+                            "person4_bacteria_8.jpeg"],
+    ("train", "NORMAL"): ["IM-0001-0001.jpeg", "NORMAL2-IM-0002-0001.jpeg"],
+    ("val", "NORMAL"): ["IM-0003-0001.jpeg"],
+    ("test", "NORMAL"): ["IM-0002-0001.jpeg", "IM-0004-0001.jpeg", "IM-0004-0002.jpeg"],
+}
+
+
+@pytest.fixture()
+def overlap_index() -> pd.DataFrame:
+    rows = [{"split": split, "label": label, "filename": name, "patient_id": f.parse_patient_id(name)}
+            for (split, label), names in OVERLAP_FILES.items() for name in names]
+    return pd.DataFrame(rows)
+
+
+def test_name_series_and_number_read_the_three_naming_schemes():
+    assert f.name_series_and_number("person12_virus_40.jpeg") == ("virus", "12")
+    assert f.name_series_and_number("person447_virus_921_1.jpeg") == ("virus", "447")
+    assert f.name_series_and_number("PERSON3_Bacteria_4.jpeg") == ("bacteria", "3")
+    assert f.name_series_and_number("IM-0115-0001.jpeg") == ("IM", "115")
+    assert f.name_series_and_number("NORMAL2-IM-0007-0001.jpeg") == ("NORMAL2-IM", "7")
+    assert f.name_series_and_number("scan.png") == ("", "scan")
+
+
+@pytest.mark.parametrize("reading, expected", [
+    # label: (test ids, train+val ids, shared, shared with train, shared with val, test images of shared ids)
+    ("patient_id", {"PNEUMONIA": (3, 4, 2, 1, 1, 3), "NORMAL": (2, 3, 0, 0, 0, 0)}),
+    ("series_id", {"PNEUMONIA": (3, 4, 1, 0, 1, 1), "NORMAL": (2, 3, 0, 0, 0, 0)}),
+    ("number", {"PNEUMONIA": (3, 4, 2, 1, 1, 3), "NORMAL": (2, 3, 1, 1, 0, 1)}),
+])
+def test_patient_id_overlap_counts_the_known_shared_ids(overlap_index, reading, expected):
+    table = f.patient_id_overlap(f.patient_id_readings(overlap_index), id_column=reading)
+    assert list(table.index) == ["NORMAL", "PNEUMONIA"]
+    columns = ["target_ids", "reference_ids", "shared_ids", "shared_with_train", "shared_with_val",
+               "target_images_of_shared_ids"]
+    for label, values in expected.items():
+        assert tuple(table.loc[label, columns]) == values, (reading, label)
+    assert table.loc["PNEUMONIA", "target_images"] == 4 and table.loc["NORMAL", "target_images"] == 3
+    assert table.loc["PNEUMONIA", "shared_share"] == pytest.approx(expected["PNEUMONIA"][2] / 3, abs=1e-3)
+
+
+def test_patient_overlap_report_is_json_ready_and_counts_ids_per_split_and_subset(overlap_index, tmp_path):
+    subsets = {"train": "val", "val": "train", "test": "test"}  # any re-split: val and train swapped
+    report = f.patient_overlap_report(overlap_index.assign(subset=overlap_index["split"].map(subsets)))
+    path = f.save_patient_overlap(report, tmp_path / "results" / "patient_overlap.json")
+    assert json.loads(path.read_text()) == report
+    counts = pd.DataFrame(report["counts"]).set_index(["by", "group", "label"])
+    assert counts.loc[("split", "train", "PNEUMONIA"), "ids"] == 3  # person1, person2, person5
+    assert counts.loc[("split", "train", "PNEUMONIA"), "images"] == 4
+    assert counts.loc[("split", "test", "NORMAL"), "ids"] == 2
+    assert counts.loc[("subset", "val", "PNEUMONIA"), "ids"] == 3  # the official train rows
+    assert counts.xs("split")["images"].sum() == len(overlap_index)
+    assert {row["reading"] for row in report["overlap"]} == set(f.ID_READINGS)
+    summary = f.patient_overlap_summary(report)
+    assert "PNEUMONIA: 2 of 3 test patient ids also occur in train+val (3 of 4 test images)" in summary
+    assert "read within the naming series, 1 of 3" in summary
+    assert "NORMAL: 0 of 2 test patient ids" in summary
+
+
+def test_patient_overlap_table_and_readme_section(overlap_index, tmp_path):
+    import importlib.util
+
+    report = f.patient_overlap_report(overlap_index)
+    table = f.patient_overlap_table(report)
+    assert table["class"].tolist() == ["NORMAL"] * 3 + ["PNEUMONIA"] * 3
+    assert table["id read as"].tolist() == ["patient_id", "series_id", "number"] * 2
+    assert table.loc[5, "test ids also in train+val"] == 2 and table.loc[2, "test ids also in train+val"] == 1
+    spec = importlib.util.spec_from_file_location("update_readme", REPO_ROOT / "scripts" / "update_readme.py")
+    update_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update_readme)
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- patient-overlap:start -->\nold\n<!-- patient-overlap:end -->\nafter\n")
+    f.replace_marked_section(readme, "patient-overlap", update_readme.patient_overlap_section(report))
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("before") and text.endswith("after\n")
+    assert "| PNEUMONIA | series_id | 3 | 4 | 1 |" in text
+
+
+def test_patient_id_overlap_on_the_real_224_set_agrees_with_patient_counts(index_224):
+    readable = f.readable(index_224, warn=False)
+    overlap = f.patient_id_overlap(readable)
+    counts = f.patient_counts(readable)
+    for label in CLASSES:  # two computations of one thing: test ids also found in train or val
+        assert overlap.loc[label, "shared_ids"] == counts.loc[("test", label), "ids_in_other_splits"]
+        assert overlap.loc[label, "target_ids"] == counts.loc[("test", label), "patients"]
+    assert overlap.loc["PNEUMONIA", "shared_ids"] > 0
+
+
 # ----------------------------------------------------------------------------------------------
 # Canny, sizes, intensities
 # ----------------------------------------------------------------------------------------------
@@ -262,3 +358,75 @@ def test_example_images_keep_the_aspect_ratio(tiny_index, tmp_path):
     for path in written:
         with Image.open(path) as image:
             assert sorted(image.size) == [67, 100]  # 300x200 or 200x300 shrunk to a 100 px side
+
+
+# ----------------------------------------------------------------------------------------------
+# scripts/reproduce.sh without data: the reason alone, no traceback
+# ----------------------------------------------------------------------------------------------
+DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, so every download fails at once
+
+
+def test_print_data_dir_prints_the_folder_or_only_the_reason(tiny_tree, tmp_path, capsys):
+    assert f.print_data_dir(tiny_tree) == 0
+    assert capsys.readouterr().out.strip() == str(tiny_tree)
+    assert f.print_data_dir(tmp_path / "nowhere") == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == f"error: Data folder not found: {tmp_path / 'nowhere'}"
+
+
+def test_reproduce_offline_without_data_ends_with_the_message_alone(tmp_path):
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("CHEST_XRAY_DIR", "NO_PROXY", "no_proxy")}
+    env.update({name: DEAD_PROXY for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")})
+    env.update(PIP_NO_INDEX="1",  # the venv is already set up: pip checks it without the network
+               KAGGLEHUB_CACHE=str(tmp_path / "kagglehub"))  # no cached copy of the data set either
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "reproduce.sh")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: Could not download the Kaggle data set"), output
+    assert "CHEST_XRAY_DIR" in last and "kaggle.com/datasets" in last  # says how to provide the data
+    assert "== data_visualization" not in result.stdout  # stopped before the notebooks
+
+
+def _tf_noise_pattern(script: Path) -> str:
+    """The TF_NOISE filter pattern a script builds, as bash builds it."""
+    import subprocess
+
+    lines = [line for line in script.read_text().splitlines() if line.startswith("TF_NOISE")]
+    assert lines, f"{script} defines no TF_NOISE"
+    return subprocess.run(["bash", "-c", "\n".join(lines) + '\nprintf %s "$TF_NOISE"'],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_console_filter_drops_the_tensorflow_start_up_lines_and_keeps_real_errors():
+    import subprocess
+
+    pattern = _tf_noise_pattern(REPO_ROOT / "scripts" / "reproduce.sh")
+    assert pattern == _tf_noise_pattern(REPO_ROOT / "scripts" / "test.sh")
+    noise = [  # as TensorFlow 2.21 and ipykernel print them on a CPU-only machine
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1795954795.590945   16444 port.cc:153] oneDNN custom operations are on. You may see "
+        "slightly different numerical results due to floating-point round-off errors.",
+        "I0000 00:00:1795954795.591236   16444 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+        "GPU will not be used.",
+        "E0000 00:00:1795954801.058101   16444 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+        "Failed call to cuInit: UNKNOWN ERROR (303)",
+        "\rExecuting:   0%|          | 0/32 [00:00<?, ?cell/s][IPKernelApp] WARNING | Kernel is running over "
+        "TCP without encryption. All communication is sent in plain text.",
+    ]
+    kept = [
+        "Traceback (most recent call last):",
+        "RuntimeError: Could not find the data",
+        "E0000 00:00:1795954801.058101   16444 cuda_dnn.cc:8579] Unable to register cuDNN factory",
+        "W0000 00:00:1795954801.058101   16444 some_op.cc:1] a real warning",
+        "UserWarning: oneDNN custom operations are on (a Python warning quoting the text)",
+    ]
+    filtered = subprocess.run(["grep", "-v", "-E", pattern], input="\n".join(noise + kept) + "\n",
+                              capture_output=True, text=True).stdout
+    assert filtered.splitlines() == kept

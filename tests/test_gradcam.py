@@ -1,4 +1,5 @@
-"""Grad-CAM / Grad-CAM++ against independent computations, overlays and the map checks."""
+"""Grad-CAM / Grad-CAM++ against independent computations, overlays, the balanced sampler and the
+map checks (deletion / insertion against a same-shape random order, verdict rules)."""
 from __future__ import annotations
 
 import numpy as np
@@ -243,20 +244,6 @@ def test_border_mass(fgc):
     assert values[0] == 0.0 and values[1] == pytest.approx(1.0) and np.isnan(values[2])
 
 
-def test_masked_score_drop(fgc, gap_model, images):
-    maps, probabilities = fgc.make_gradcam_heatmaps(images, gap_model, "last_conv")
-    explained = (probabilities >= 0.5).astype(int)
-    top, random = fgc.masked_score_drop(gap_model, images, maps, 0.2, explained, seed=0)
-    assert top.shape == (4,) and random.shape == (4,)
-    assert np.isfinite(top).all() and np.isfinite(random).all()
-    assert np.all(np.abs(top) <= 1) and not np.allclose(top, 0)
-    # masking every pixel: both ways give the same image, hence the same drop
-    top_all, random_all = fgc.masked_score_drop(gap_model, images, maps, 1.0, explained, seed=0)
-    np.testing.assert_allclose(top_all, random_all, atol=1e-6)
-    again = fgc.masked_score_drop(gap_model, images, maps, 0.2, explained, seed=0)
-    np.testing.assert_array_equal(again[1], random)
-
-
 def test_randomised_copy(fgc, scratch_cnn, sample_images):
     model = scratch_cnn
     before = [w.copy() for w in model.get_weights()]
@@ -291,3 +278,253 @@ def test_map_rank_correlation(fgc):
     values = fgc.map_rank_correlation(a, np.stack([a[0] * 2 + 1, np.ones((5, 5))]))
     assert values[0] == pytest.approx(1.0) and np.isnan(values[1])
     assert fgc.map_rank_correlation(a[:1], -a[:1])[0] == pytest.approx(-1.0)
+
+
+def test_gradcam_maps_one_pass_for_both_methods(fgc, gap_model, images):
+    classes = [1, 0, 1, 0]
+    maps, probabilities = fgc.gradcam_maps(images, gap_model, "last_conv", class_index=classes)
+    assert set(maps) == {"gradcam", "gradcam++"}
+    for method in maps:
+        single, single_probabilities = fgc.make_gradcam_heatmaps(images, gap_model, "last_conv", classes,
+                                                                 method=method)
+        np.testing.assert_allclose(maps[method], single, atol=1e-6)
+        np.testing.assert_allclose(probabilities, single_probabilities, atol=1e-7)
+    chunked, chunked_probabilities = fgc.gradcam_maps(images, gap_model, "last_conv", class_index=classes,
+                                                      batch_size=3)  # chunks of 3 and 1 images
+    for method in maps:
+        np.testing.assert_allclose(chunked[method], maps[method], atol=1e-6)
+    np.testing.assert_allclose(chunked_probabilities, probabilities, atol=1e-7)
+    with pytest.raises(ValueError, match="method"):
+        fgc.gradcam_maps(images, gap_model, "last_conv", methods=("gradcam", "lime"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Balanced sample of test images
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def toy_index():
+    """An index like build_index's: 30 NORMAL and 70 PNEUMONIA test rows, plus train rows."""
+    import pandas as pd
+
+    rows = [{"split": split, "target": target, "label": ("NORMAL", "PNEUMONIA")[target],
+             "path": f"/data/{split}/{target}/{i:03d}.jpeg"}
+            for split, counts in (("test", (30, 70)), ("train", (50, 50))) for target in (0, 1)
+            for i in range(counts[target])]
+    return pd.DataFrame(rows)
+
+
+def test_balanced_sample(fgc, toy_index):
+    sample = fgc.balanced_sample(toy_index, 16, seed=7)
+    assert len(sample) == 32 and set(sample["split"]) == {"test"}
+    assert sample["target"].value_counts().to_dict() == {0: 16, 1: 16}
+    assert sample["path"].is_unique
+    assert set(sample["target"].iloc[:8]) == {0, 1}  # classes mixed, not one class then the other
+    again = fgc.balanced_sample(toy_index, 16, seed=7)
+    assert again["path"].tolist() == sample["path"].tolist()  # same seed, same sample in the same order
+    other = fgc.balanced_sample(toy_index, 16, seed=8)
+    assert set(other["path"]) != set(sample["path"])
+    assert fgc.balanced_sample(toy_index, 30, seed=0)["target"].value_counts().to_dict() == {0: 30, 1: 30}
+    with pytest.raises(ValueError, match="NORMAL"):
+        fgc.balanced_sample(toy_index, 31, seed=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Deletion / insertion on a model whose answer is known
+# ----------------------------------------------------------------------------------------------
+Q = 32  # image side of the quadrant model
+
+
+@pytest.fixture(scope="module")
+def quadrant_model(keras_seeded):
+    """Sees only the top-left quadrant of a 32 x 32 image: logit = 4 * (sum of its mean RGB) - 7."""
+    keras = keras_seeded
+    inputs = keras.Input((Q, Q, 3))
+    x = keras.layers.Cropping2D(((0, Q // 2), (0, Q // 2)))(inputs)
+    x = keras.layers.Conv2D(3, 1, use_bias=False, name="last_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="prediction")(x)
+    model = keras.Model(inputs, outputs, name="quadrant")
+    model.get_layer("last_conv").set_weights([np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3)])
+    model.get_layer("prediction").set_weights([np.full((3, 1), 4.0, np.float32), np.array([-7.0], np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def quadrant_images():
+    """Eight images, bright top-left quadrant (0.7-1) on a dark rest (0-0.3): P(PNEUMONIA) about 0.96."""
+    rng = np.random.default_rng(3)
+    images = rng.uniform(0.0, 0.3, (8, Q, Q, 3)).astype(np.float32)
+    images[:, :Q // 2, :Q // 2] = rng.uniform(0.7, 1.0, (8, Q // 2, Q // 2, 3))
+    return images
+
+
+def _quadrant_maps(n: int) -> dict[str, np.ndarray]:
+    """4 x 4 maps: the true one (top-left 2 x 2 cells), its inverse, and an empty map."""
+    quadrant = np.zeros((n, 4, 4), np.float32)
+    quadrant[:, :2, :2] = 1.0
+    return {"quadrant": quadrant, "inverse": 1.0 - quadrant, "empty": np.zeros_like(quadrant)}
+
+
+def test_deletion_insertion_on_known_model(fgc, quadrant_model, quadrant_images):
+    explained = np.ones(8, int)
+    result = fgc.faithfulness(quadrant_model, quadrant_images, _quadrant_maps(8), explained, steps=8, fill="mean")
+    assert result.fractions[0] == 0.0 and result.fractions[-1] == 1.0 and len(result.fractions) == 11  # + 0.1, 0.2
+    rows = {name: part.reset_index(drop=True) for name, part in result.per_image.groupby("method")}
+    quadrant, inverse, empty = rows["quadrant"], rows["inverse"], rows["empty"]
+    # the true map removes the evidence first, its inverse last; random is in between
+    assert np.all(quadrant["deletion_auc"] < quadrant["deletion_auc_random"] - 0.05)
+    assert np.all(inverse["deletion_auc"] > inverse["deletion_auc_random"] + 0.05)
+    assert np.all(quadrant["insertion_auc"] > quadrant["insertion_auc_random"] + 0.05)
+    assert np.all(inverse["insertion_auc"] < inverse["insertion_auc_random"] - 0.05)
+    assert np.all(quadrant["drop_top20"] > quadrant["drop_random20"])
+    # an empty map is ordered by the random map alone: exactly random
+    np.testing.assert_array_equal(empty["deletion_auc"], empty["deletion_auc_random"])
+    np.testing.assert_array_equal(empty["insertion_auc"], empty["insertion_auc_random"])
+    # shared end points: the image with nothing removed, the fill image with everything removed
+    full = quadrant_model.predict(quadrant_images, verbose=0)[:, 0]
+    for curves in result.curves.values():
+        np.testing.assert_allclose(curves["deletion"][:, 0], full, atol=1e-6)
+        np.testing.assert_allclose(curves["insertion"][:, -1], full, atol=1e-6)
+        np.testing.assert_allclose(curves["deletion"][:, -1], curves["insertion"][:, 0])
+    # drops are points of the deletion curve
+    j = int(np.flatnonzero(np.isclose(result.fractions, 0.2))[0])
+    deletion = result.curves["quadrant"]["deletion"]
+    np.testing.assert_allclose(quadrant["drop_top20"], deletion[:, 0] - deletion[:, j])
+    # explaining the other class scores 1 - P(PNEUMONIA)
+    flipped = fgc.faithfulness(quadrant_model, quadrant_images, _quadrant_maps(8), 1 - explained, steps=8, fill="mean")
+    np.testing.assert_allclose(flipped.curves["quadrant"]["deletion"], 1 - deletion, atol=1e-6)
+    summary = fgc.summarise_gradcam_checks(result.per_image.assign(
+        true=1, predicted=1, correct=True, rank_corr_random_weights=0.0, border_mass=0.1, empty_map=False))
+    verdicts = dict(zip(summary["method"], summary["faithfulness_verdict"]))
+    assert verdicts == {"quadrant": "faithful", "inverse": "not faithful", "empty": "not faithful"}
+
+
+def test_same_shape_random_baseline(fgc):
+    size = (64, 64)
+    maps = fgc.upsample_maps(_quadrant_maps(3)["quadrant"], size)
+    random_maps = fgc.smooth_random_maps(3, (4, 4), size, seed=0)
+    map_orders, random_orders = fgc.pixel_orders(maps, random_maps), fgc.pixel_orders(random_maps, random_maps)
+    quadrant = np.zeros(size, bool)
+    quadrant[:32, :32] = True
+    for k in (410, 1024, 2000):
+        map_masks, random_masks = fgc.top_k_masks(map_orders, k, size), fgc.top_k_masks(random_orders, k, size)
+        assert map_masks.shape == random_masks.shape == (3, *size)
+        assert np.all(map_masks.sum(axis=(1, 2)) == k) and np.all(random_masks.sum(axis=(1, 2)) == k)
+    inside = (fgc.top_k_masks(map_orders, 1024, size) & quadrant).sum(axis=(1, 2))
+    assert np.all(inside > 0.95 * 1024)  # the map's top quarter is its quadrant (bilinear edges aside)
+    # blobs of a map cell's size, not scattered pixels: most mask pixels have their right neighbour in the mask
+    masks = fgc.top_k_masks(random_orders, 410, size)
+    neighbours = (masks[:, :, :-1] & masks[:, :, 1:]).sum(axis=(1, 2)) / masks[:, :, :-1].sum(axis=(1, 2))
+    assert np.all(neighbours > 0.8)
+    assert not np.array_equal(masks[0], masks[1])  # one random map per image
+    np.testing.assert_array_equal(fgc.smooth_random_maps(3, (4, 4), size, seed=0), random_maps)
+    assert not np.array_equal(fgc.smooth_random_maps(3, (4, 4), size, seed=1), random_maps)
+
+
+def test_baseline_images(fgc, quadrant_images):
+    mean = fgc.baseline_images(quadrant_images, "mean")
+    np.testing.assert_allclose(mean[:, 5, 7], quadrant_images.mean(axis=(1, 2)), rtol=1e-6)
+    assert np.ptp(mean, axis=(1, 2)).max() < 1e-6
+    blurred = fgc.baseline_images(quadrant_images, "blur", blur_sigma=3.0)
+    assert blurred.shape == quadrant_images.shape and blurred.dtype == np.float32
+    assert blurred.std() < quadrant_images.std()
+    assert blurred[:, 2, 2].mean() > blurred[:, -3, -3].mean() + 0.3  # still bright at the top left
+    with pytest.raises(ValueError, match="fill"):
+        fgc.baseline_images(quadrant_images, "zeros")
+
+
+# ----------------------------------------------------------------------------------------------
+# Verdict rules and the whole check
+# ----------------------------------------------------------------------------------------------
+def test_verdict_rules(fgc):
+    from scipy.stats import binomtest
+
+    for successes, n in ((27, 32), (16, 32), (5, 5), (0, 7)):
+        expected = binomtest(successes, n, 0.5, alternative="greater").pvalue
+        assert fgc.sign_test_p(successes, n) == pytest.approx(expected)
+    assert fgc.sign_test_p(0, 0) == 1.0
+    assert fgc.passes_sign_test(27, 32) is True and fgc.passes_sign_test(16, 32) is False
+    assert fgc.passes_sign_test(22, 32) is True and fgc.passes_sign_test(21, 32) is False  # p 0.025 / 0.055
+    assert fgc.passes_sign_test(5, 5) is True and fgc.passes_sign_test(4, 4) is None
+    assert fgc.faithfulness_verdict(27, 27, 32) == "faithful"
+    assert fgc.faithfulness_verdict(27, 10, 32) == "partly faithful (deletion)"
+    assert fgc.faithfulness_verdict(10, 27, 32) == "partly faithful (insertion)"
+    assert fgc.faithfulness_verdict(16, 16, 32) == "not faithful"
+    assert fgc.faithfulness_verdict(4, 4, 4) == "too few images"
+
+
+def test_summary_counts_subsets_and_verdicts(fgc):
+    import pandas as pd
+
+    n = 10
+    true = np.array([0] * 5 + [1] * 5)
+    correct = np.array([True] * 8 + [False] * 2)
+    per_image = pd.DataFrame({
+        "model": "m", "method": "gradcam", "image": np.arange(n), "true": true,
+        "predicted": np.where(correct, true, 1 - true), "correct": correct,
+        "deletion_auc": 0.2, "deletion_auc_random": np.r_[[0.5] * 9, 0.1],  # map below random in 9 of 10
+        "insertion_auc": 0.5, "insertion_auc_random": 0.5,  # ties count against the map
+        "drop_top10": 0.1, "drop_random10": 0.0, "drop_top20": 0.2, "drop_random20": 0.1,
+        "rank_corr_random_weights": np.r_[[0.1] * 8, -0.2, -0.9],  # |r| < 0.5 in 9 of 10; -0.9 fails
+        "border_mass": np.r_[[0.5] * 9, 0.1],  # 1 of 10 below a uniform map's share (0.354)
+        "empty_map": np.r_[[False] * 9, True]})
+    summary = fgc.summarise_gradcam_checks(per_image).set_index("subset")
+    assert summary.index.tolist() == ["all", "correct", "wrong"]
+    row = summary.loc["all"]
+    assert (row["n_images"], row["n_normal"], row["n_pneumonia"], row["n_correct"], row["n_wrong"]) == (10, 5, 5, 8, 2)
+    assert (row["deletion_wins"], row["insertion_wins"], row["sanity_passes"], row["border_passes"]) == (9, 0, 9, 1)
+    assert row["faithfulness_verdict"] == "partly faithful (deletion)"
+    assert row["sanity_verdict"] == "passes" and row["border_verdict"] == "not interior"
+    assert row["empty_maps"] == pytest.approx(0.1) and row["deletion_auc_random"] == pytest.approx(0.46)
+    assert summary.loc["correct", "n_images"] == 8 and summary.loc["wrong", "n_images"] == 2
+    assert summary.loc["wrong", "faithfulness_verdict"] == "too few images"
+    text = fgc.describe_checks(summary.reset_index().iloc[0])
+    assert "PARTLY FAITHFUL (DELETION)" in text and "9 of 10" in text and "5 NORMAL" in text
+    assert "wrong" not in set(fgc.summarise_gradcam_checks(per_image[per_image["correct"]])["subset"])
+
+
+def test_gradcam_checks_end_to_end(fgc, gap_model, images):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    y_true = np.array([0, 1, 0, 1])
+    maps, probabilities = fgc.gradcam_maps(images, gap_model, "last_conv")
+    result = fgc.gradcam_checks(gap_model, images, y_true, maps, probabilities, 0.5, "last_conv", steps=4, seed=0)
+    frame = result.per_image
+    assert len(frame) == 8 and set(frame["method"]) == {"gradcam", "gradcam++"}
+    predicted = (probabilities >= 0.5).astype(int)
+    np.testing.assert_array_equal(frame["predicted"].to_numpy()[:4], predicted)
+    np.testing.assert_array_equal(frame["correct"].to_numpy()[:4], predicted == y_true)
+    areas = frame[["deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random"]].to_numpy()
+    assert np.isfinite(areas).all() and areas.min() >= 0 and areas.max() <= 1
+    assert np.isfinite(frame[["drop_top10", "drop_random10", "drop_top20", "drop_random20"]].to_numpy()).all()
+    assert frame["rank_corr_random_weights"].between(-1, 1).all()
+    assert frame["border_mass"].between(0, 1).all()
+    again = fgc.gradcam_checks(gap_model, images, y_true, maps, probabilities, 0.5, "last_conv", steps=4, seed=0)
+    pd.testing.assert_frame_equal(again.per_image, frame)  # seeded
+    summary = fgc.summarise_gradcam_checks(frame)
+    assert {"n_normal", "n_pneumonia", "n_correct", "n_wrong", "faithfulness_verdict", "sanity_verdict",
+            "border_verdict", "deletion_auc_random", "insertion_auc_random"} <= set(summary.columns)
+    figure = fgc.plot_faithfulness_curves(result, "tiny")
+    assert len(figure.axes) == 2 and len(figure.axes[0].lines) == 3  # gradcam, gradcam++, random
+    plt.close(figure)
+
+
+def test_readme_table_shows_the_computed_verdicts(fgc, repo_root):
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("update_readme", repo_root / "scripts" / "update_readme.py")
+    update_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update_readme)
+    per_image = pd.DataFrame({
+        "model": "m", "method": "gradcam", "image": np.arange(6), "true": [0, 1] * 3, "predicted": [0, 1] * 3,
+        "correct": True, "deletion_auc": 0.2, "deletion_auc_random": 0.4, "insertion_auc": 0.3,
+        "insertion_auc_random": 0.6, "drop_top10": 0.1, "drop_random10": 0.0, "drop_top20": 0.2,
+        "drop_random20": 0.1, "rank_corr_random_weights": 0.9, "border_mass": 0.1, "empty_map": False})
+    table = update_readme.gradcam_checks_section(fgc.summarise_gradcam_checks(per_image))
+    lines = table.splitlines()
+    assert len(lines) == 4  # header, rule, "all" and "correct" (no wrong predictions)
+    assert "faithful" in lines[0] and "| partly faithful (deletion) |" in lines[2]
+    assert "6 of 6" in lines[2] and "0 of 6): fails" in lines[2] and "6 of 6): interior" in lines[2]

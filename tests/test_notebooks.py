@@ -9,6 +9,7 @@ A notebook whose file is missing is skipped (temporarily, while it is being writ
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,13 @@ def run_folder(tmp_path_factory) -> Path:
 
 def _pngs(folder: Path) -> set[str]:
     return {p.name for p in (folder / "images_for_readme").glob("*.png")}
+
+
+def xception_weights(data_root: Path) -> str:
+    """$XCEPTION_WEIGHTS, else the offline copy of Keras' Xception ImageNet weights beside the data
+    (``../shared/weights``); the notebook falls back to "imagenet" (a download) without either."""
+    local = data_root.parent / "weights" / "xception_imagenet_notop.weights.h5"
+    return os.environ.get("XCEPTION_WEIGHTS") or (str(local) if local.is_file() else "imagenet")
 
 
 def _run(name: str, repo_root: Path, data_root: Path, out: Path) -> None:
@@ -41,7 +49,7 @@ def _run(name: str, repo_root: Path, data_root: Path, out: Path) -> None:
         str(copy), str(executed), kernel_name="python3", cwd=str(repo_root), progress_bar=False,
         parameters={"data_dir": str(data_root / "chest_xray_224"),
                     "fullsize_dir": str(data_root / "chest_xray_fullsize_sample"),
-                    "output_dir": str(out), "quick": True})  # raises PapermillExecutionError on error
+                    "output_dir": str(out), "quick": True, "xception_weights": xception_weights(data_root)})  # raises PapermillExecutionError on error
     cells = json.loads(executed.read_text())["cells"]
     errors = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
@@ -60,10 +68,26 @@ def test_notebook_2_model_deep_learning(repo_root, data_root, run_folder):
     metrics_path = run_folder / "results" / "metrics.json"
     assert metrics_path.is_file(), "results/metrics.json not written"
     metrics = json.loads(metrics_path.read_text())
-    assert {"dataset", "models"} <= set(metrics)
-    assert metrics["models"], "no model in metrics.json"
-    assert all("status" in entry for entry in metrics["models"].values())
-    assert list((run_folder / "models").glob("*.keras")), "no models/*.keras written"
+    assert {"dataset", "models", "protocol", "app_default"} <= set(metrics)
+    models = metrics["models"]
+    assert all("status" in entry for entry in models.values())
+    ran = [name for name, entry in models.items() if entry["status"] == "ok" and name != "ensemble"]
+    assert {"scratch_cnn", "hed_vgg16_transfer", "xception_imagenet_transfer"} <= set(ran)
+    for name in ran:  # every family: >= 3 seeds with validation and test metrics, and its seed-ensemble
+        seeds = models[name]["seeds"]
+        assert len(seeds) >= 3 and len({s["seed"] for s in seeds}) == len(seeds), name
+        assert all({"seed", "best_epoch", "threshold", "val", "test"} <= set(s) for s in seeds), name
+        assert {"threshold", "val", "test", "seed_spread"} <= set(models[name]), name
+    ensemble = models["ensemble"]
+    assert ensemble["members"] and set(ensemble["members"]) <= set(ran)
+    assert set(ensemble["mcnemar_vs_members"]) == set(ensemble["members"])
+    protocol = metrics["protocol"]
+    assert protocol["chosen_on_validation"] and protocol["history"][-1]["quick"] is True
+    assert protocol["test_scorings"] == 0  # a quick run on a subset is not a scoring of the published results
+    bundles = {p.stem: json.loads(p.read_text()) for p in (run_folder / "models").glob("*.json")}
+    assert set(ran) <= set(bundles), "a family's network was not saved"
+    assert [name for name, meta in bundles.items() if meta.get("app_default")] == [metrics["app_default"]]
+    assert bundles["xception_imagenet_transfer"]["last_conv_layer"] == "block14_sepconv2_act"
 
 
 def test_notebook_3_grad_cam(repo_root, data_root, run_folder):
