@@ -249,3 +249,18 @@ def replace_marked_section(path: str | os.PathLike, marker: str, content: str) -
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     path.write_text(f"{head}{start}\n{content}\n{end}{tail}")
+
+
+def train_serve_gaps(model, pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]]) -> pd.DataFrame:
+    """How close what the app computes is to what training saw: per (full-size original, its 224 px
+    copy) pair, the probability of PNEUMONIA from each, each decoded and preprocessed as the app does
+    (``load_image_for_model``), and ``abs_diff`` = |p(original) - p(copy)|."""
+    from .data import load_image_for_model
+
+    rows = []
+    for original, copy in pairs:
+        inputs = [load_image_for_model(Path(path).read_bytes(), Path(path).name)[1] for path in (original, copy)]
+        p_original, p_copy = (float(np.asarray(model(x, training=False)).reshape(-1)[0]) for x in inputs)
+        rows.append({"original": str(original), "copy": str(copy), "p_original": p_original, "p_copy": p_copy,
+                     "abs_diff": abs(p_original - p_copy)})
+    return pd.DataFrame(rows)

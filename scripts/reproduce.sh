@@ -11,27 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# A quiet console. TensorFlow 2.21 writes start-up lines to stderr at `import tensorflow` that read
-# like errors on a CPU-only machine; what removes each (checked by hand, kept in step with scripts/test.sh):
-#   "I0000 ... cpu_feature_guard.cc] This TensorFlow binary is optimized ..."  TF_CPP_MIN_LOG_LEVEL>=1
-#   "E0000 ... cuda_platform.cc] failed call to cuInit: ... CUDA error"         TF_CPP_MIN_LOG_LEVEL=3 only
-#   "I0000 ... port.cc] oneDNN custom operations are on ..."                   TF_ENABLE_ONEDNN_OPTS=0 only
-#   "I0000 ... cudart_stub.cc] Could not find cuda drivers ..."                no setting (logged before
-#   "WARNING: All log messages before absl::InitializeLog() ..."              TF reads its log level)
-# CUDA_VISIBLE_DEVICES="" removes none of them (nor ipykernel's "[IPKernelApp] WARNING | Kernel is
-# running over TCP without encryption", said for every local papermill kernel). Trade-offs:
-# TF_CPP_MIN_LOG_LEVEL=3 would also hide real C++ errors that TensorFlow logs without raising, and
-# TF_ENABLE_ONEDNN_OPTS=0 switches off the oneDNN kernels (slower CPU training, other rounding). So: level 2 (C++ INFO and WARNING hidden,
-# C++ errors kept), oneDNN left on, and the fixed lines above dropped from stderr by an exact
-# filter (TF_NOISE); every other line, and every Python warning or traceback, still gets through.
-# The patterns are not anchored at the line start: papermill's progress bar (carriage returns, no
-# newline) can precede a line. tests/test_eda.py checks them and that test.sh has the same list.
-export TF_CPP_MIN_LOG_LEVEL=2
-TF_NOISE='WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR'
-TF_NOISE+='|I0000 [0-9:. ]+[0-9]+ port\.cc:[0-9]+\] oneDNN custom operations are on'
-TF_NOISE+='|I0000 [0-9:. ]+[0-9]+ cudart_stub\.cc:[0-9]+\] Could not find cuda drivers on your machine'
-TF_NOISE+='|E0000 [0-9:. ]+[0-9]+ cuda_platform\.cc:[0-9]+\] failed call to cuInit: .*CUDA error'
-TF_NOISE+='|\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption'
+# A quiet console: which TensorFlow start-up line each setting removes, and why this filter, is
+# explained in scripts/tf_noise.sh (shared with scripts/test.sh).
+source scripts/tf_noise.sh
 exec 3>&2 2> >(grep --line-buffered -v -E "$TF_NOISE" >&3)
 STDERR_FILTER=$!
 # Inside the notebooks: the papermill kernel forwards what C++ libraries write to its stderr into the

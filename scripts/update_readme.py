@@ -161,6 +161,16 @@ def container_section(report: dict) -> str:
             f"{latency['warm_requests']} requests; {report['image_healthcheck']}.")
 
 
+def train_serve_section(report: dict) -> str:
+    """One sentence from results/train_serve_consistency.json (scripts/train_serve_consistency.py)."""
+    return (f"With the app's default model ({report['model']}), over the {report['n_pairs']} {report['splits']} "
+            f"at hand, the probability of PNEUMONIA from a full-size original (decoded and resized as the app "
+            f"does) and from the data set's 224 px copy of it (what training read) differ by at most "
+            f"{report['max_abs_diff']:.3f} (median {report['median_abs_diff']:.3f}; largest for "
+            f"`{report['worst_pair']}`), and {report['label_flips']} of the {report['n_pairs']} labels change at "
+            f"the threshold {report['threshold']:.3f} ({report['measured_at']}).")
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     metrics_path = ROOT / "results" / "metrics.json"
@@ -187,6 +197,11 @@ def main() -> None:
     overlap_path = ROOT / "results" / "patient_overlap.json"
     if overlap_path.is_file():
         F.replace_marked_section(readme, "patient-overlap", patient_overlap_section(json.loads(overlap_path.read_text())))
+    serve_path = ROOT / "results" / "train_serve_consistency.json"
+    if serve_path.is_file():
+        section = train_serve_section(json.loads(serve_path.read_text()))
+        for path in (readme, ROOT / "app" / "README.md"):
+            F.replace_marked_section(path, "train-serve", section)
     container_path = ROOT / "bench" / "container.json"
     if container_path.is_file():
         F.replace_marked_section(ROOT / "app" / "README.md", "container",

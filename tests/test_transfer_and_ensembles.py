@@ -241,3 +241,18 @@ def test_results_table_rows(fgc):
     assert rows.loc["vggface_transfer", "accuracy"] == ""
     assert "ensemble (scratch_cnn + x)" in rows.index
     assert {"published"} == set(table[table["model"].str.contains("MedMNIST|Kermany|original")]["status"])
+
+
+def test_train_serve_gaps_compare_original_and_copy(fgc, data_root):
+    from helpers import build_tiny_model
+
+    model = build_tiny_model()
+    fullsize, small = data_root / "chest_xray_fullsize_sample", data_root / "chest_xray_224"
+    original = sorted(fullsize.glob("test/*/*.jpeg"))[0]
+    copy = small / original.relative_to(fullsize)
+    gaps = fgc.train_serve_gaps(model, [(original, copy), (copy, copy)])
+    assert list(gaps.columns) == ["original", "copy", "p_original", "p_copy", "abs_diff"]
+    assert gaps.loc[1, "abs_diff"] == 0.0  # the same file twice: the same probability
+    expected = float(model(fgc.load_image_for_model(original.read_bytes())[1], training=False)[0, 0])
+    assert gaps.loc[0, "p_original"] == pytest.approx(expected)
+    assert gaps.loc[0, "abs_diff"] == pytest.approx(abs(gaps.loc[0, "p_original"] - gaps.loc[0, "p_copy"]))
