@@ -10,8 +10,8 @@ a markdown table. Not a test; request counts are bounded.
     .venv/bin/python bench/bench_app.py --model models/scratch_cnn.keras --requests 40 --concurrency 1 4 8
     .venv/bin/python bench/bench_app.py --url http://127.0.0.1:5000   # an already running server
 
-Options: --model (default: $MODEL_PATH, else models/hed_vgg16_transfer.keras, else
-models/scratch_cnn.keras), --full-image / --small-image (default: the first test-split original of
+Options: --model (default: as the app chooses: $MODEL_PATH, else the bundle in models/ marked as the
+app's default), --full-image / --small-image (default: the first test-split original of
 $CHEST_XRAY_DATA_ROOT/chest_xray_fullsize_sample and its copy in chest_xray_224; data root default
 ../shared/data beside the repo), --requests per measurement (default 20, at most 500), --warmup
 (default 2), --concurrency (default 1 4), --workers / --threads of gunicorn (default 2 / 4),
