@@ -166,7 +166,7 @@ BENCHMARK_MODELS: dict[str, str | None] = {
     "reproduction_wall_time": "the notebooks' models of that run (scratch CNN and HED VGG16 transfer, one seed each; VGG-Face not run)",
     "model_notebook_wall_time": "scratch CNN, HED VGG16 and Xception transfer, 3 seeds each (VGG-Face not run)",
     "grad_cam_notebook_wall_time": "the three saved networks (scratch CNN, HED VGG16, Xception)",
-    "reproduction_quick_wall_time": "the notebooks' models of that run (scratch CNN and HED VGG16 transfer; VGG-Face not run)",
+    "reproduction_quick_wall_time": "scratch CNN, HED VGG16 and Xception transfer, 3 seeds each, on the quick subset (VGG-Face not run)",
 }
 
 
