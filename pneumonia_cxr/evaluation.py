@@ -68,9 +68,8 @@ def mcnemar_exact(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence
 def evaluate_on_test(y_true: Sequence[int], probabilities: Sequence[float], threshold: float,
                      n_resamples: int = 2000, seed: int = 0) -> dict[str, float | list[float]]:
     """Point metrics and their 95% bootstrap intervals, as stored in ``results/metrics.json``."""
-    point = binary_metrics(y_true, probabilities, threshold)
-    intervals = bootstrap_ci(y_true, probabilities, threshold, n_resamples, seed)
-    return {**{k: float(v) for k, v in point.items()}, **intervals}
+    return {**scored(y_true, probabilities, threshold),
+            **bootstrap_ci(y_true, probabilities, threshold, n_resamples, seed)}
 
 
 def sigmoid(logits) -> np.ndarray:
@@ -249,6 +248,19 @@ def replace_marked_section(path: str | os.PathLike, marker: str, content: str) -
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     path.write_text(f"{head}{start}\n{content}\n{end}{tail}")
+
+
+def fullsize_copy_pairs(fullsize_dir: str | os.PathLike, small_dir: str | os.PathLike,
+                        splits: Sequence[str] = ("test",)) -> list[tuple[Path, Path]]:
+    """(full-size original, its 224 px copy) pairs of the given splits, both classes, sorted: every
+    image file under ``<fullsize_dir>/<split>/<class>/`` whose copy exists at the same relative path
+    under ``small_dir``."""
+    from .common import IMAGE_SUFFIXES
+
+    fullsize_dir, small_dir = Path(fullsize_dir), Path(small_dir)
+    return [(original, small_dir / original.relative_to(fullsize_dir))
+            for split in splits for original in sorted(fullsize_dir.glob(f"{split}/*/*"))
+            if original.suffix.lower() in IMAGE_SUFFIXES and (small_dir / original.relative_to(fullsize_dir)).is_file()]
 
 
 def train_serve_gaps(model, pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]]) -> pd.DataFrame:

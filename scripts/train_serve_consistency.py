@@ -33,9 +33,7 @@ def main() -> None:
     from app import resolve_model_path
 
     fullsize, small = args.data_root / "chest_xray_fullsize_sample", args.data_root / "chest_xray_224"
-    pairs = [(original, small / original.relative_to(fullsize))
-             for split in ("test", "val") for original in sorted(fullsize.glob(f"{split}/*/*"))
-             if original.suffix.lower() in F.IMAGE_SUFFIXES and (small / original.relative_to(fullsize)).is_file()]
+    pairs = F.fullsize_copy_pairs(fullsize, small, splits=("test", "val"))
     if not pairs:
         sys.exit(f"error: no full-size originals with 224 px copies under {args.data_root}")
     model_path = resolve_model_path(args.model)

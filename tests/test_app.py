@@ -36,11 +36,7 @@ RESULT_KEYS = {"label", "probability", "threshold", "model", "heatmap_png"}
 # ----------------------------------------------------------------------------------------------
 def fullsize_pairs(split: str = "test", limit: int | None = None) -> list[tuple[Path, Path]]:
     """(full-size original, its 224 px copy) pairs of one split, both classes, sorted."""
-    pairs = []
-    for original in sorted(FULLSIZE.glob(f"{split}/*/*")):
-        copy = SMALL / original.relative_to(FULLSIZE)
-        if original.suffix.lower() in fgc.IMAGE_SUFFIXES and copy.is_file():
-            pairs.append((original, copy))
+    pairs = fgc.fullsize_copy_pairs(FULLSIZE, SMALL, splits=(split,))
     return pairs[:limit] if limit else pairs
 
 
