@@ -104,7 +104,7 @@ def plot_model_comparison(metrics: dict, references: Sequence[tuple[str, float, 
     import matplotlib.pyplot as plt
 
     entries = {name: entry for name, entry in metrics["models"].items() if "test" in entry}
-    figure, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.6 * len(entries)), sharey=True)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 2.2 + 0.6 * len(entries)), sharey=True, layout="constrained")
     rows = np.arange(len(entries))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, metric, column in zip(axes, ("accuracy", "roc_auc"), (1, 2)):
@@ -112,18 +112,19 @@ def plot_model_comparison(metrics: dict, references: Sequence[tuple[str, float, 
             low, high = entry["test"][f"{metric}_ci95"]
             value = entry["test"][metric]
             axis.errorbar(value, row, xerr=[[value - low], [high - value]], fmt="o", color="black", capsize=4,
-                          label="ensemble, 95% bootstrap CI" if row == 0 else None)
+                          label="ensemble (of seeds or of models), 95% bootstrap CI" if row == 0 else None)
             seeds = [seed["test"][metric] for seed in entry.get("seeds", []) if "test" in seed]
             axis.plot(seeds, [row] * len(seeds), "|", color="grey", markersize=14,
                       label="single seeds" if row == 0 else None)
-        for number, reference in enumerate(r for r in references if r[column] is not None):
-            axis.axvline(reference[column], linestyle="--", color=colours[number % len(colours)],
-                         label=f"{reference[0]} ({reference[column]:.3f})")
+        for number, reference in enumerate(references):  # one colour per reference, the same in both panels
+            if reference[column] is not None:
+                axis.axvline(reference[column], linestyle="--", color=colours[number % len(colours)],
+                             label=reference[0])
         axis.set(xlabel=f"test {metric.replace('_', '-').upper() if metric == 'roc_auc' else metric}",
                  title=f"Official test set: {'ROC-AUC' if metric == 'roc_auc' else 'accuracy'}")
         axis.grid(axis="x", alpha=0.3)
-        axis.legend(loc="lower left", fontsize=7)
     axes[0].set_yticks(rows, list(entries))
     axes[0].invert_yaxis()
-    figure.tight_layout()
+    handles = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels())}
+    figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8)  # never over a point
     return figure

@@ -8,6 +8,8 @@
 #
 # --fullsize-dir DIR: full-resolution originals for the size and intensity statistics
 # (defaults to the data folder, which holds originals when it is the Kaggle download).
+# --test-scoring-note TEXT: what changed since the official test set was last scored; recorded in
+# results/metrics.json (protocol.history) and the README's protocol table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,12 +36,15 @@ echo "c.IPKernelApp.capture_fd_output = False" > "$KERNEL_PROFILE/profile_defaul
 QUICK=False
 DATA_DIR="${CHEST_XRAY_DIR:-}"
 FULLSIZE_DIR=""
+NOTE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=True; shift ;;
         --data-dir) DATA_DIR="$2"; shift 2 ;;
         --fullsize-dir) FULLSIZE_DIR="$2"; shift 2 ;;
-        *) echo "unknown option: $1 (use --quick, --data-dir DIR, --fullsize-dir DIR)" >&2; exit 2 ;;
+        --test-scoring-note) NOTE="$2"; shift 2 ;;
+        *) echo "unknown option: $1 (use --quick, --data-dir DIR, --fullsize-dir DIR, --test-scoring-note TEXT)" >&2
+           exit 2 ;;
     esac
 done
 bash scripts/setup_venv.sh requirements.txt
@@ -58,9 +63,11 @@ for NOTEBOOK in data_visualization model_deep_learning grad_cam; do
     echo "== $NOTEBOOK ($(date +%H:%M:%S)) -> $TARGET"
     # executed into build/runs/ first: a failed run leaves $TARGET (the committed notebook) as it was
     RUN="build/runs/$NOTEBOOK.ipynb"
+    EXTRA=()
+    if [ "$NOTEBOOK" = model_deep_learning ] && [ -n "$NOTE" ]; then EXTRA=(-p test_scoring_note "$NOTE"); fi
     mkdir -p build/runs
     if ! IPYTHONDIR="$KERNEL_PROFILE" $PY -m papermill "$NOTEBOOK.ipynb" "$RUN" --cwd . --log-level WARNING \
-        -p data_dir "$DATA_DIR" -p fullsize_dir "$FULLSIZE_DIR" -p output_dir "$OUT" -p quick "$QUICK"; then
+        -p data_dir "$DATA_DIR" -p fullsize_dir "$FULLSIZE_DIR" -p output_dir "$OUT" -p quick "$QUICK" "${EXTRA[@]}"; then
         echo "== $NOTEBOOK failed; $TARGET left unchanged, the executed notebook with the error: $RUN" >&2
         exit 1
     fi
