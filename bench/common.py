@@ -163,7 +163,7 @@ BENCHMARK_MODELS: dict[str, str | None] = {
     "scratch_epoch": "scratch CNN (build_scratch_cnn)",
     "transfer_epoch": "HED VGG16 transfer (pretrained frozen base + head)",
     "transfer_10_epochs": "HED VGG16 transfer (pretrained frozen base + head)",
-    "reproduction_wall_time": "the notebooks' models of that run (scratch CNN and HED VGG16 transfer, one seed each; VGG-Face not run)",
+    "reproduction_wall_time": "scratch CNN, HED VGG16 and Xception transfer, 3 seeds each (VGG-Face not run)",
     "model_notebook_wall_time": "scratch CNN, HED VGG16 and Xception transfer, 3 seeds each (VGG-Face not run)",
     "grad_cam_notebook_wall_time": "the three saved networks (scratch CNN, HED VGG16, Xception)",
     "reproduction_quick_wall_time": "scratch CNN, HED VGG16 and Xception transfer, 3 seeds each, on the quick subset (VGG-Face not run)",

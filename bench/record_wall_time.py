@@ -8,7 +8,8 @@ given} into the results file.
         --notes "all notebooks, full data"
 
 Options: --name (default reproduction_wall_time), --seconds (record without running a command),
---baseline SECONDS (the original's time, if known: then ratio is filled), --notes, --output.
+--baseline SECONDS (the original's time, if known: then ratio is filled), --caches (what the caches
+held when the run started: empty, partly filled or filled), --notes, --output.
 Exits with the command's exit code; a failed command is not recorded.
 """
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main() -> int:
     parser.add_argument("--name", default="reproduction_wall_time")
     parser.add_argument("--seconds", type=float, default=None, help="wall seconds measured elsewhere")
     parser.add_argument("--baseline", type=float, default=None, help="the original's seconds, if known")
+    parser.add_argument("--caches", choices=["empty", "partly filled", "filled"], default=None,
+                        help="what cache/ (frozen-base features, decoded images) held when the run started")
     parser.add_argument("--notes", default="")
     parser.add_argument("--output", type=Path, default=common.DEFAULT_OUTPUT)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- command to time")
@@ -47,6 +50,8 @@ def main() -> int:
     else:
         seconds = args.seconds
     entry = common.make_entry(args.baseline, seconds, "s", False, notes or "wall time recorded by hand")
+    if args.caches:
+        entry["caches"] = args.caches
     common.merge_results(args.output, {args.name: entry})
     return 0
 

@@ -175,6 +175,41 @@ def seed_spread(per_seed: Sequence[dict]) -> dict[str, float]:
     return spread
 
 
+RERUN_FIELDS: tuple[str, ...] = ("best_epoch", "threshold", "val.roc_auc", "test.accuracy", "test.roc_auc")
+
+
+def _field(record: dict, dotted: str):
+    value = record
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def rerun_agreement(before: dict, after: dict) -> pd.DataFrame:
+    """Run-to-run agreement of two ``results/metrics.json`` dicts of the same code and data: one row
+    per family and seed present in both (and per family's seed-ensemble, ``seed`` = "ensemble"), with
+    each :data:`RERUN_FIELDS` value before and after, the largest absolute difference of the float
+    fields (``max_abs_diff``) and ``identical`` (every field equal)."""
+    rows = []
+    for name, entry in after["models"].items():
+        old = before["models"].get(name, {})
+        if "test" not in entry or "test" not in old:
+            continue
+        old_seeds = {record["seed"]: record for record in old.get("seeds", [])}
+        pairs = [(record["seed"], old_seeds[record["seed"]], record)
+                 for record in entry.get("seeds", []) if record["seed"] in old_seeds]
+        for seed, a, b in pairs + [("ensemble", old, entry)]:
+            values = {field: (_field(a, field), _field(b, field)) for field in RERUN_FIELDS}
+            row = {"model": name, "seed": seed}
+            for field, (va, vb) in values.items():
+                row[f"{field} before"], row[f"{field} after"] = va, vb
+            row["max_abs_diff"] = max((abs(va - vb) for va, vb in values.values()
+                                       if isinstance(va, float) and isinstance(vb, float)), default=0.0)
+            row["identical"] = all(va == vb for va, vb in values.values())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 PUBLISHED_REFERENCES: tuple[tuple[str, float, float | None], ...] = (
     ("original study, scratch CNN", 0.82, None),
     ("original study, VGG-Face transfer", 0.88, None),

@@ -1,6 +1,7 @@
 """Regenerate the README's tables from the files the notebooks and benchmarks wrote.
 
-results/metrics.json -> sections "results" and "protocol"; results/xception_recipe_choice.json ->
+results/metrics.json -> sections "results" and "protocol"; results/rerun_agreement.json -> "rerun";
+results/xception_recipe_choice.json ->
 "xception-recipe"; results/gradcam_checks.csv -> "gradcam-checks";
 results/patient_overlap.json -> "patient-overlap";
 bench/results.json -> "speed" (when present);
@@ -171,6 +172,29 @@ def train_serve_section(report: dict) -> str:
             f"the threshold {report['threshold']:.3f} ({report['measured_at']}).")
 
 
+def rerun_section(report: dict) -> str:
+    """Run-to-run agreement table from results/rerun_agreement.json (scripts/compare_runs.py)."""
+    import pandas as pd
+
+    rows = pd.DataFrame(report["rows"])
+
+    def pair(column: str, digits: int) -> list[str]:
+        before, after = rows[f"{column} before"], rows[f"{column} after"]
+        return [("" if pd.isna(a) else f"{a:.{digits}f}") + (" (same)" if a == b else
+                ("" if pd.isna(b) else f" → {b:.{digits}f}")) for a, b in zip(before, after)]
+
+    table = pd.DataFrame({"model": rows["model"], "seed": rows["seed"].astype(str),
+                          "best epoch": pair("best_epoch", 0), "test accuracy": pair("test.accuracy", 3),
+                          "test ROC-AUC": pair("test.roc_auc", 4), "largest |difference|": rows["max_abs_diff"].map("{:.2g}".format),
+                          "identical": rows["identical"].map({True: "yes", False: "no"})})
+    before, after = report["before"], report["after"]
+    return (F.markdown_table(table) +
+            f"\n\n{int(rows['identical'].sum())} of {len(rows)} rows identical in every field (best epoch, threshold, "
+            f"validation ROC-AUC, test accuracy and ROC-AUC). Before: the run scored {before['scored_at']} at commit "
+            f"{before['code_commit']} ({before['machine']}); after: the run scored {after['scored_at']} at commit "
+            f"{after['code_commit']} ({after['machine']}).")
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     metrics_path = ROOT / "results" / "metrics.json"
@@ -181,6 +205,9 @@ def main() -> None:
             F.replace_marked_section(readme, "protocol", protocol_section(metrics))
         if "ensemble" in metrics["models"]:
             F.replace_marked_section(readme, "targets", targets_section(metrics))
+    rerun_path = ROOT / "results" / "rerun_agreement.json"
+    if rerun_path.is_file():
+        F.replace_marked_section(readme, "rerun", rerun_section(json.loads(rerun_path.read_text())))
     choice_path = ROOT / "results" / "xception_recipe_choice.json"
     if choice_path.is_file():
         F.replace_marked_section(readme, "xception-recipe", xception_recipe_section(json.loads(choice_path.read_text())))

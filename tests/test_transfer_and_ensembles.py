@@ -243,6 +243,49 @@ def test_results_table_rows(fgc):
     assert {"published"} == set(table[table["model"].str.contains("MedMNIST|Kermany|original")]["status"])
 
 
+def test_model_comparison_figure_marks_each_reference_alike_and_keeps_the_legend_off_the_data(fgc):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    test = {"accuracy": 0.85, "accuracy_ci95": [0.82, 0.88], "roc_auc": 0.93, "roc_auc_ci95": [0.91, 0.95]}
+    metrics = {"models": {"scratch_cnn": {"test": test, "seeds": [{"test": test}] * 3},
+                          "vggface_transfer": {"status": "not run: weights unavailable"}}}
+    references = [("accuracy only", 0.82, None), ("both", 0.93, 0.97)]
+    figure = fgc.plot_model_comparison(metrics, references)
+    accuracy_axis, auc_axis = figure.axes
+    colour = {axis: {line.get_label(): line.get_color() for line in axis.get_lines()} for axis in figure.axes}
+    assert colour[accuracy_axis]["both"] == colour[auc_axis]["both"] != colour[accuracy_axis]["accuracy only"]
+    assert "accuracy only" not in colour[auc_axis]  # a reference without that metric draws no line there
+    assert [t.get_text() for t in accuracy_axis.get_yticklabels()] == ["scratch_cnn"]  # models that ran only
+    assert accuracy_axis.get_legend() is None and auc_axis.get_legend() is None  # no legend over the points
+    assert {t.get_text() for t in figure.legends[0].get_texts()} >= {"both", "accuracy only", "single seeds"}
+    matplotlib.pyplot.close(figure)
+
+
+def test_rerun_agreement_finds_what_changed_between_two_runs(fgc):
+    import copy
+
+    def record(seed, accuracy):
+        return {"seed": seed, "best_epoch": 3, "threshold": 0.4, "val": {"roc_auc": 0.99},
+                "test": {"accuracy": accuracy, "roc_auc": 0.95}}
+
+    before = {"models": {
+        "scratch_cnn": {"threshold": 0.2, "val": {"roc_auc": 0.99}, "test": {"accuracy": 0.84, "roc_auc": 0.93},
+                        "seeds": [record(0, 0.80), record(1, 0.78)]},
+        "vggface_transfer": {"status": "not run: weights unavailable"}}}
+    after = copy.deepcopy(before)
+    same = fgc.rerun_agreement(before, after)
+    assert list(same["seed"]) == [0, 1, "ensemble"] and same["identical"].all() and (same["max_abs_diff"] == 0).all()
+    after["models"]["scratch_cnn"]["seeds"][1]["test"]["accuracy"] = 0.75
+    after["models"]["scratch_cnn"]["seeds"][0]["best_epoch"] = 4
+    after["models"]["scratch_cnn"]["seeds"].append(record(2, 0.9))  # a seed only one run has is not compared
+    changed = fgc.rerun_agreement(before, after).set_index("seed")
+    assert list(changed.index) == [0, 1, "ensemble"]
+    assert not changed.loc[0, "identical"] and changed.loc[0, "best_epoch after"] == 4
+    assert not changed.loc[1, "identical"] and changed.loc[1, "max_abs_diff"] == pytest.approx(0.03)
+    assert changed.loc["ensemble", "identical"]
+
+
 def test_train_serve_gaps_compare_original_and_copy(fgc, data_root):
     from helpers import build_tiny_model
 
