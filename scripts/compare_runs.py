@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/compare_runs.py BEFORE.json AFTER.json [--output results/rerun_agreement.json]
 
-BEFORE and AFTER are results/metrics.json files of two runs (e.g. the committed one, taken with
-`git show REV:results/metrics.json > build/metrics_before.json`, and a fresh run's). Writes, per
+BEFORE and AFTER are results/metrics.json files of two runs, as paths or as REV:path in this
+repository's history (e.g. 95c3495:results/metrics.json for an earlier committed run). Writes, per
 family and seed present in both, best epoch, threshold, validation ROC-AUC and test accuracy and
 ROC-AUC before and after, the largest absolute difference and whether every field is identical
 (F.rerun_agreement); scripts/update_readme.py renders it into the README ("rerun" section).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import pneumonia_cxr.evaluation as evaluation  # noqa: E402
+
+
+def read_metrics(path: Path) -> str:
+    """The text of a metrics file, or of ``REV:path`` in this repository's git history."""
+    if not path.exists() and ":" in str(path):
+        return subprocess.run(["git", "-C", str(ROOT), "show", str(path)], capture_output=True, text=True,
+                              check=True).stdout
+    return path.read_text()
 
 
 def run_identity(metrics: dict, path: Path) -> dict:
@@ -38,9 +47,9 @@ def main() -> int:
     for side in ("before", "after"):
         path = getattr(args, side)
         try:
-            runs[side] = json.loads(path.read_text())
+            runs[side] = json.loads(read_metrics(path))
             runs[side]["models"]
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, subprocess.CalledProcessError) as error:
             print(f"{path}: not a results/metrics.json of the model notebook ({error})", file=sys.stderr)
             return 1
     if runs["before"].get("quick") or runs["after"].get("quick"):

@@ -4,7 +4,7 @@ results/metrics.json -> sections "results" and "protocol"; results/rerun_agreeme
 results/xception_recipe_choice.json ->
 "xception-recipe"; results/gradcam_checks.csv -> "gradcam-checks";
 results/patient_overlap.json -> "patient-overlap";
-bench/results.json -> "speed" (when present);
+bench/results.json -> "speed" and "budget" (when present);
 bench/app_results.json -> "app-speed"; bench/precision_check.json -> "precision-check" (when present). Run by scripts/reproduce.sh and bench/run_all.sh.
 """
 from __future__ import annotations
@@ -67,6 +67,26 @@ def targets_section(metrics: dict) -> str:
         f"({', '.join(f'{name} {n}' for name, n in seeds.items())}).",
     ]
     return "Issue 10's targets on the official test set, verdicts computed from `results/metrics.json`:\n\n" + "\n".join(lines)
+
+
+BUDGET_MINUTES = {"reproduction_wall_time": 75, "reproduction_quick_wall_time": 5}
+
+
+def budget_section(bench: dict) -> str:
+    """Issue 10's time budget, each with its verdict computed from bench/results.json: the full
+    reproduction counts only if it started with empty caches."""
+    lines = []
+    for name, limit in BUDGET_MINUTES.items():
+        entry = bench.get(name)
+        what = "Full reproduction with empty caches" if name == "reproduction_wall_time" else "Quick mode"
+        if entry is None or (name == "reproduction_wall_time" and entry.get("caches") != "empty"):
+            lines.append(f"- {what} ≤ {limit} min: **not measured** (no `{name}` entry"
+                         + (" with empty caches" if entry else "") + " in `bench/results.json`).")
+            continue
+        minutes = entry["ours"] / 60
+        lines.append(f"- {what} ≤ {limit} min: {'**met**' if minutes <= limit else '**not met**'} "
+                     f"({minutes:.1f} min, `{name}`, {entry['measured_at']}, {entry['machine']['cpu']}, {entry['machine']['cores']} cores).")
+    return "Issue 10's time budget, verdicts computed from `bench/results.json`:\n\n" + "\n".join(lines)
 
 
 def protocol_section(metrics: dict) -> str:
@@ -237,7 +257,9 @@ def main() -> None:
     if bench_path.is_file():
         from render_table import render_table  # bench/render_table.py
 
-        F.replace_marked_section(readme, "speed", render_table(json.loads(bench_path.read_text())))
+        bench = json.loads(bench_path.read_text())
+        F.replace_marked_section(readme, "speed", render_table(bench))
+        F.replace_marked_section(readme, "budget", budget_section(bench))
     app_path = ROOT / "bench" / "app_results.json"
     if app_path.is_file():
         from bench_app import markdown

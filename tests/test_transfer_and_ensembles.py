@@ -299,3 +299,40 @@ def test_train_serve_gaps_compare_original_and_copy(fgc, data_root):
     expected = float(model(fgc.load_image_for_model(original.read_bytes())[1], training=False)[0, 0])
     assert gaps.loc[0, "p_original"] == pytest.approx(expected)
     assert gaps.loc[0, "abs_diff"] == pytest.approx(abs(gaps.loc[0, "p_original"] - gaps.loc[0, "p_copy"]))
+
+
+def _update_readme_module(repo_root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_readme", repo_root / "scripts" / "update_readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_budget_verdicts_count_only_an_empty_cache_reproduction(repo_root):
+    update_readme = _update_readme_module(repo_root)
+    machine = {"cpu": "test CPU", "cores": 2}
+    entry = {"ours": 4000.0, "measured_at": "2026-01-01T00:00:00Z", "machine": machine}
+    quick = {"ours": 400.0, "measured_at": "2026-01-01T00:00:00Z", "machine": machine}
+    lines = update_readme.budget_section({"reproduction_wall_time": entry | {"caches": "partly filled"},
+                                          "reproduction_quick_wall_time": quick}).splitlines()
+    assert "not measured" in lines[2] and "not met** (6.7 min" in lines[3]  # 400 s > 5 min
+    lines = update_readme.budget_section({"reproduction_wall_time": entry | {"caches": "empty"}}).splitlines()
+    assert "**met** (66.7 min" in lines[2] and "not measured" in lines[3]
+    over = update_readme.budget_section({"reproduction_wall_time": entry | {"ours": 4600.0, "caches": "empty"}})
+    assert "**not met** (76.7 min" in over
+
+
+def test_rerun_section_says_what_differs(fgc, repo_root):
+    update_readme = _update_readme_module(repo_root)
+    before = {"models": {"scratch_cnn": {"threshold": 0.2, "val": {"roc_auc": 0.99},
+                                         "test": {"accuracy": 0.84, "roc_auc": 0.93},
+                                         "seeds": [{"seed": 0, "best_epoch": 3, "threshold": 0.4,
+                                                    "val": {"roc_auc": 0.99}, "test": {"accuracy": 0.8, "roc_auc": 0.9}}]}}}
+    after = {"models": {"scratch_cnn": dict(before["models"]["scratch_cnn"], test={"accuracy": 0.85, "roc_auc": 0.93})}}
+    rows = fgc.rerun_agreement(before, after)
+    side = {"scored_at": "t", "code_commit": "c", "machine": "m"}
+    text = update_readme.rerun_section({"before": side, "after": side, "rows": rows.to_dict(orient="records")})
+    assert "| scratch_cnn | 0 | 3 (same) | 0.800 (same) |" in text
+    assert "| scratch_cnn | ensemble |  | 0.840 → 0.850 |" in text and "1 of 2 rows identical" in text
