@@ -9,7 +9,9 @@ given} into the results file.
 
 Options: --name (default reproduction_wall_time), --seconds (record without running a command),
 --baseline SECONDS (the original's time, if known: then ratio is filled), --caches (what the caches
-held when the run started: empty, partly filled or filled), --notes, --output.
+held when the run started: empty, partly filled or filled), --condition TEXT (repeatable: what a
+reader needs to judge the time, shown beside the budget verdict in the README), --commit and
+--measured-at (for a run timed elsewhere), --notes, --output.
 Exits with the command's exit code; a failed command is not recorded.
 """
 from __future__ import annotations
@@ -31,6 +33,11 @@ def main() -> int:
     parser.add_argument("--baseline", type=float, default=None, help="the original's seconds, if known")
     parser.add_argument("--caches", choices=["empty", "partly filled", "filled"], default=None,
                         help="what cache/ (frozen-base features, decoded images) held when the run started")
+    parser.add_argument("--condition", action="append", default=[],
+                        help="a condition of the run that a reader needs to judge the time (repeatable), e.g. "
+                             "a model family that did not run or data that was already on disk")
+    parser.add_argument("--commit", default=None, help="the commit that ran (with --seconds: not this checkout's)")
+    parser.add_argument("--measured-at", default=None, help="when the run ended, UTC ISO 8601 (with --seconds)")
     parser.add_argument("--notes", default="")
     parser.add_argument("--output", type=Path, default=common.DEFAULT_OUTPUT)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- command to time")
@@ -52,6 +59,12 @@ def main() -> int:
     entry = common.make_entry(args.baseline, seconds, "s", False, notes or "wall time recorded by hand")
     if args.caches:
         entry["caches"] = args.caches
+    if args.condition:
+        entry["conditions"] = args.condition
+    if args.commit:
+        entry["measured_at_commit"] = args.commit
+    if args.measured_at:
+        entry["measured_at"] = args.measured_at
     common.merge_results(args.output, {args.name: entry})
     return 0
 

@@ -185,27 +185,56 @@ def _field(record: dict, dotted: str):
     return value
 
 
-def rerun_agreement(before: dict, after: dict) -> pd.DataFrame:
-    """Run-to-run agreement of two ``results/metrics.json`` dicts of the same code and data: one row
-    per family and seed present in both (and per family's seed-ensemble, ``seed`` = "ensemble"), with
-    each :data:`RERUN_FIELDS` value before and after, the largest absolute difference of the float
-    fields (``max_abs_diff``) and ``identical`` (every field equal)."""
-    rows = []
-    for name, entry in after["models"].items():
-        old = before["models"].get(name, {})
-        if "test" not in entry or "test" not in old:
+def _leaves(record: dict, prefix: str = "") -> dict[str, object]:
+    """Every value of a nested metrics record by dotted key, without wall times (keys ending in
+    "seconds") and without the per-seed list (compared seed by seed)."""
+    leaves = {}
+    for key, value in record.items():
+        if key == "seeds" or key.endswith("seconds"):
             continue
+        if isinstance(value, dict):
+            leaves |= _leaves(value, f"{prefix}{key}.")
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
+def _same(a, b) -> bool:
+    """Equal, counting two NaNs (e.g. an undefined standard deviation) as equal."""
+    return a == b or (isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b))
+
+
+def rerun_agreement(before: dict, after: dict) -> pd.DataFrame:
+    """Run-to-run agreement of two ``results/metrics.json`` dicts of the same code and data.
+
+    One row per family and seed (and per family's seed-ensemble or the cross-model ensemble, ``seed``
+    = "ensemble") with the :data:`RERUN_FIELDS` values before and after; ``fields_compared``: how
+    many values of the record were compared (every metric, interval, threshold and epoch; wall times
+    excluded); ``max_abs_diff``: the largest absolute difference among the numeric ones;
+    ``identical``: all compared values equal. A family or seed that only one run has gets a row with
+    ``identical`` False and ``only_in`` naming that run ("" when both have it)."""
+    rows = []
+    names = list(after["models"]) + [name for name in before["models"] if name not in after["models"]]
+    for name in names:
+        old, new = before["models"].get(name, {}), after["models"].get(name, {})
+        if "test" not in old and "test" not in new:
+            continue  # not run in either
         old_seeds = {record["seed"]: record for record in old.get("seeds", [])}
-        pairs = [(record["seed"], old_seeds[record["seed"]], record)
-                 for record in entry.get("seeds", []) if record["seed"] in old_seeds]
-        for seed, a, b in pairs + [("ensemble", old, entry)]:
-            values = {field: (_field(a, field), _field(b, field)) for field in RERUN_FIELDS}
-            row = {"model": name, "seed": seed}
-            for field, (va, vb) in values.items():
-                row[f"{field} before"], row[f"{field} after"] = va, vb
-            row["max_abs_diff"] = max((abs(va - vb) for va, vb in values.values()
-                                       if isinstance(va, float) and isinstance(vb, float)), default=0.0)
-            row["identical"] = all(va == vb for va, vb in values.values())
+        new_seeds = {record["seed"]: record for record in new.get("seeds", [])}
+        seeds = list(new_seeds) + [seed for seed in old_seeds if seed not in new_seeds]
+        pairs = [(seed, old_seeds.get(seed), new_seeds.get(seed)) for seed in seeds]
+        for seed, a, b in pairs + [("ensemble", old if "test" in old else None, new if "test" in new else None)]:
+            row = {"model": name, "seed": seed, "only_in": "" if a and b else ("before" if a else "after")}
+            for field in RERUN_FIELDS:
+                row[f"{field} before"] = _field(a, field) if a else None
+                row[f"{field} after"] = _field(b, field) if b else None
+            leaves_a, leaves_b = _leaves(a or {}), _leaves(b or {})
+            keys = set(leaves_a) | set(leaves_b)
+            numeric = [abs(leaves_a[k] - leaves_b[k]) for k in keys & set(leaves_a) & set(leaves_b)
+                       if isinstance(leaves_a[k], (int, float)) and isinstance(leaves_b[k], (int, float))]
+            row["fields_compared"] = len(keys)
+            row["max_abs_diff"] = float(np.nanmax(numeric)) if numeric else 0.0
+            row["identical"] = bool(a and b) and all(_same(leaves_a.get(k), leaves_b.get(k)) for k in keys)
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -4,9 +4,11 @@
 
 BEFORE and AFTER are results/metrics.json files of two runs, as paths or as REV:path in this
 repository's history (e.g. 95c3495:results/metrics.json for an earlier committed run). Writes, per
-family and seed present in both, best epoch, threshold, validation ROC-AUC and test accuracy and
-ROC-AUC before and after, the largest absolute difference and whether every field is identical
-(F.rerun_agreement); scripts/update_readme.py renders it into the README ("rerun" section).
+family and seed, best epoch, threshold, validation ROC-AUC and test accuracy and ROC-AUC before and
+after, how many values were compared, the largest absolute difference and whether all are identical
+(F.rerun_agreement), and the commits between the two runs' code that touch the package or the
+notebooks; scripts/update_readme.py renders it into the README ("rerun" section). Runs of different
+data, or a quick run, are refused.
 """
 from __future__ import annotations
 
@@ -22,17 +24,41 @@ sys.path.insert(0, str(ROOT))
 import pneumonia_cxr.evaluation as evaluation  # noqa: E402
 
 
-def read_metrics(path: Path) -> str:
-    """The text of a metrics file, or of ``REV:path`` in this repository's git history."""
+def read_metrics(path: Path) -> dict:
+    """A model-notebook metrics dict from a file, or from ``REV:path`` in this repository's git
+    history. Raises ValueError naming the problem (missing file or revision, not JSON, no models)."""
     if not path.exists() and ":" in str(path):
-        return subprocess.run(["git", "-C", str(ROOT), "show", str(path)], capture_output=True, text=True,
-                              check=True).stdout
-    return path.read_text()
+        shown = subprocess.run(["git", "-C", str(ROOT), "show", str(path)], capture_output=True, text=True)
+        if shown.returncode != 0:
+            raise ValueError(f"git show failed: {shown.stderr.strip()}")
+        text = shown.stdout
+    else:
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise ValueError(error.strerror or str(error)) from error
+    try:
+        metrics = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON ({error})") from error
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("models"), dict):
+        raise ValueError("no 'models' object: not a results/metrics.json of the model notebook")
+    return metrics
+
+
+def code_changes(before: str | None, after: str | None) -> list[str] | None:
+    """Commits between the two runs' code that touch the package or the notebooks (one line each), or
+    None when either commit is unknown to this repository."""
+    if not before or not after:
+        return None
+    log = subprocess.run(["git", "-C", str(ROOT), "log", "--format=%h %s", f"{before}..{after}", "--",
+                          "pneumonia_cxr", "*.ipynb"], capture_output=True, text=True)
+    return log.stdout.splitlines() if log.returncode == 0 else None
 
 
 def run_identity(metrics: dict, path: Path) -> dict:
     """Where a run's metrics came from: its file, and when and at which commit the test set was scored."""
-    last = metrics.get("protocol", {}).get("history", [{}])[-1]
+    last = (metrics.get("protocol", {}).get("history") or [{}])[-1]
     return {"file": str(path), "scored_at": last.get("scored_at"), "code_commit": last.get("code_commit"),
             "machine": metrics.get("machine")}
 
@@ -47,17 +73,20 @@ def main() -> int:
     for side in ("before", "after"):
         path = getattr(args, side)
         try:
-            runs[side] = json.loads(read_metrics(path))
-            runs[side]["models"]
-        except (OSError, ValueError, KeyError, subprocess.CalledProcessError) as error:
-            print(f"{path}: not a results/metrics.json of the model notebook ({error})", file=sys.stderr)
+            runs[side] = read_metrics(path)
+        except ValueError as error:
+            print(f"{path}: {error}", file=sys.stderr)
             return 1
     if runs["before"].get("quick") or runs["after"].get("quick"):
         print("a quick run is not comparable with a full run: compare two full runs", file=sys.stderr)
         return 1
+    if runs["before"].get("dataset") != runs["after"].get("dataset"):
+        print("the two runs used different data (their 'dataset' entries differ): not comparable", file=sys.stderr)
+        return 1
     table = evaluation.rerun_agreement(runs["before"], runs["after"])
     report = {side: run_identity(runs[side], getattr(args, side)) for side in ("before", "after")}
-    report["rows"] = json.loads(table.to_json(orient="records"))
+    report["code_changes"] = code_changes(report["before"]["code_commit"], report["after"]["code_commit"])
+    report["rows"] = table.astype(object).where(table.notna(), None).to_dict(orient="records")  # full precision
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(table.to_string(index=False))

@@ -39,6 +39,10 @@ FULLSIZE_DIR=""
 NOTE=""
 while [ $# -gt 0 ]; do
     case "$1" in
+        --data-dir|--fullsize-dir|--test-scoring-note)
+            if [ $# -lt 2 ]; then echo "$1 needs a value" >&2; exit 2; fi ;;
+    esac
+    case "$1" in
         --quick) QUICK=True; shift ;;
         --data-dir) DATA_DIR="$2"; shift 2 ;;
         --fullsize-dir) FULLSIZE_DIR="$2"; shift 2 ;;
@@ -67,7 +71,7 @@ for NOTEBOOK in data_visualization model_deep_learning grad_cam; do
     if [ "$NOTEBOOK" = model_deep_learning ] && [ -n "$NOTE" ]; then EXTRA=(-p test_scoring_note "$NOTE"); fi
     mkdir -p build/runs
     if ! IPYTHONDIR="$KERNEL_PROFILE" $PY -m papermill "$NOTEBOOK.ipynb" "$RUN" --cwd . --log-level WARNING \
-        -p data_dir "$DATA_DIR" -p fullsize_dir "$FULLSIZE_DIR" -p output_dir "$OUT" -p quick "$QUICK" "${EXTRA[@]}"; then
+        -p data_dir "$DATA_DIR" -p fullsize_dir "$FULLSIZE_DIR" -p output_dir "$OUT" -p quick "$QUICK" ${EXTRA[@]+"${EXTRA[@]}"}; then  # (empty-array form for bash < 4.4)
         echo "== $NOTEBOOK failed; $TARGET left unchanged, the executed notebook with the error: $RUN" >&2
         exit 1
     fi

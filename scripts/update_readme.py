@@ -57,14 +57,18 @@ def targets_section(metrics: dict) -> str:
     lines = [
         f"- Best reported model accuracy ≥ {TARGETS['best_accuracy']:.2f} and ROC-AUC ≥ {TARGETS['best_roc_auc']:.2f}: "
         f"{verdict(bool(both))} (" + (f"by {', '.join(both)}" if both else
-        f"highest accuracy: {best}, {models[best]['test']['accuracy']:.3f} / ROC-AUC {models[best]['test']['roc_auc']:.3f}") + ").",
+        f"highest accuracy: {best}, {models[best]['test']['accuracy']:.3f} / ROC-AUC {models[best]['test']['roc_auc']:.3f}"
+        + "".join(f"; ROC-AUC ≥ {TARGETS['best_roc_auc']:.2f} reached by {name} at accuracy {e['test']['accuracy']:.3f}"
+                  for name, e in models.items() if e["test"]["roc_auc"] >= TARGETS["best_roc_auc"])) + ").",
         f"- Scratch CNN mean test accuracy over seeds ≥ {TARGETS['scratch_mean_accuracy']:.2f}: "
         + (f"{verdict(scratch['accuracy_mean'] >= TARGETS['scratch_mean_accuracy'])} "
            f"({scratch['accuracy_mean']:.3f} ± {scratch['accuracy_sd']:.3f} over {scratch['n_seeds']} seeds)."
            if scratch else "not run."),
         f"- Every model that ran has ≥ {TARGETS['min_seeds']} seeds: "
         f"{verdict(all(n >= TARGETS['min_seeds'] for n in seeds.values()))} "
-        f"({', '.join(f'{name} {n}' for name, n in seeds.items())}).",
+        f"({', '.join(f'{name} {n}' for name, n in seeds.items())}"
+        + "".join(f"; {name} not run ({e['status'].removeprefix('not run: ')}), so no seeds"
+                  for name, e in metrics["models"].items() if e.get("status", "").startswith("not run")) + ").",
     ]
     return "Issue 10's targets on the official test set, verdicts computed from `results/metrics.json`:\n\n" + "\n".join(lines)
 
@@ -84,8 +88,13 @@ def budget_section(bench: dict) -> str:
                          + (" with empty caches" if entry else "") + " in `bench/results.json`).")
             continue
         minutes = entry["ours"] / 60
-        lines.append(f"- {what} ≤ {limit} min: {'**met**' if minutes <= limit else '**not met**'} "
-                     f"({minutes:.1f} min, `{name}`, {entry['measured_at']}, {entry['machine']['cpu']}, {entry['machine']['cores']} cores).")
+        machine = entry.get("machine", {})
+        conditions = ([f"caches {entry['caches']}"] if "caches" in entry else []) + entry.get("conditions", [])
+        lines.append(f"- {what} ≤ {limit} min: {'**met**' if minutes <= limit else '**not met**'}"
+                     f"{', under the conditions listed' if conditions else ''} "
+                     f"({minutes:.1f} min, `{name}`, {entry.get('measured_at', 'date not recorded')}, "
+                     f"{machine.get('cpu', 'machine not recorded')}, {machine.get('cores', '?')} cores)"
+                     + (". Conditions: " + "; ".join(conditions) if conditions else "") + ".")
     return "Issue 10's time budget, verdicts computed from `bench/results.json`:\n\n" + "\n".join(lines)
 
 
@@ -104,8 +113,13 @@ def protocol_section(metrics: dict) -> str:
                  else f"{name} {r['accuracy']:.3f}" for name, r in h.get("results", {}).items())}
             for h in protocol["history"] if not h.get("quick")]
     return (f"Chosen on validation data only:\n\n{chosen}\n\n"
-            f"Every scoring of the official test set so far ({protocol['test_scorings']} for published results):"
-            f"\n\n{F.markdown_table(pd.DataFrame(rows))}")
+            f"Every scoring of the official test set so far: {len(rows)} in all, {protocol['test_scorings']} of "
+            f"them for published results:\n\n{F.markdown_table(pd.DataFrame(rows))}\n\n"
+            f"Not counted above, because none of them feeds a choice (of model, recipe, threshold or ensemble): quick runs and the "
+            f"test suite's notebook runs score a 40-per-class test subset (written to `build/quick/` or a temporary "
+            f"folder); `grad_cam.ipynb` explains and scores a class-balanced sample of test images; "
+            f"`scripts/train_serve_consistency.py`, `scripts/app_screenshot.py` and `bench/bench_app.py` run the "
+            f"saved networks on full-size test originals.")
 
 
 def xception_recipe_section(choice: dict) -> str:
@@ -200,19 +214,27 @@ def rerun_section(report: dict) -> str:
 
     def pair(column: str, digits: int) -> list[str]:
         before, after = rows[f"{column} before"], rows[f"{column} after"]
-        return [("" if pd.isna(a) else f"{a:.{digits}f}") + (" (same)" if a == b else
-                ("" if pd.isna(b) else f" → {b:.{digits}f}")) for a, b in zip(before, after)]
+        return ["–" if pd.isna(a) and pd.isna(b) else
+                ("–" if pd.isna(a) else f"{a:.{digits}f}") + (" (same)" if a == b else
+                (" → –" if pd.isna(b) else f" → {b:.{digits}f}")) for a, b in zip(before, after)]
 
     table = pd.DataFrame({"model": rows["model"], "seed": rows["seed"].astype(str),
                           "best epoch": pair("best_epoch", 0), "test accuracy": pair("test.accuracy", 3),
-                          "test ROC-AUC": pair("test.roc_auc", 4), "largest |difference|": rows["max_abs_diff"].map("{:.2g}".format),
-                          "identical": rows["identical"].map({True: "yes", False: "no"})})
+                          "test ROC-AUC": pair("test.roc_auc", 4), "values compared": rows["fields_compared"],
+                          "largest |difference|": rows["max_abs_diff"].map("{:.2g}".format),
+                          "identical": [("yes" if same else "no") + (f" (only in the {only} run)" if only else "")
+                                        for same, only in zip(rows["identical"], rows["only_in"])]})
     before, after = report["before"], report["after"]
+    changes = report.get("code_changes")
     return (F.markdown_table(table) +
-            f"\n\n{int(rows['identical'].sum())} of {len(rows)} rows identical in every field (best epoch, threshold, "
-            f"validation ROC-AUC, test accuracy and ROC-AUC). Before: the run scored {before['scored_at']} at commit "
-            f"{before['code_commit']} ({before['machine']}); after: the run scored {after['scored_at']} at commit "
-            f"{after['code_commit']} ({after['machine']}).")
+            f"\n\n{int(rows['identical'].sum())} of {len(rows)} rows identical in every value compared: each "
+            f"record's metrics, bootstrap intervals, thresholds and epochs (wall times excluded). Before: the run "
+            f"scored {before['scored_at']} at commit {before['code_commit']} ({before['machine']}); after: the run "
+            f"scored {after['scored_at']} at commit {after['code_commit']} ({after['machine']}). "
+            + ("Commits between the two that touch the package or the notebooks: "
+               + "; ".join(f"`{line.split(' ', 1)[0]}` {line.split(' ', 1)[1]}" for line in changes) + "."
+               if changes else "No commit between the two touches the package or the notebooks." if changes == []
+               else ""))
 
 
 def main() -> None:

@@ -257,8 +257,12 @@ def test_model_comparison_figure_marks_each_reference_alike_and_keeps_the_legend
     assert colour[accuracy_axis]["both"] == colour[auc_axis]["both"] != colour[accuracy_axis]["accuracy only"]
     assert "accuracy only" not in colour[auc_axis]  # a reference without that metric draws no line there
     assert [t.get_text() for t in accuracy_axis.get_yticklabels()] == ["scratch_cnn"]  # models that ran only
-    assert accuracy_axis.get_legend() is None and auc_axis.get_legend() is None  # no legend over the points
-    assert {t.get_text() for t in figure.legends[0].get_texts()} >= {"both", "accuracy only", "single seeds"}
+    assert accuracy_axis.get_legend() is None and auc_axis.get_legend() is None
+    legend = figure.legends[0]
+    assert {t.get_text() for t in legend.get_texts()} >= {"both", "accuracy only", "single seeds"}
+    figure.canvas.draw()
+    box = legend.get_window_extent()
+    assert not any(box.overlaps(axis.get_window_extent()) for axis in figure.axes)  # never over a point
     matplotlib.pyplot.close(figure)
 
 
@@ -278,12 +282,17 @@ def test_rerun_agreement_finds_what_changed_between_two_runs(fgc):
     assert list(same["seed"]) == [0, 1, "ensemble"] and same["identical"].all() and (same["max_abs_diff"] == 0).all()
     after["models"]["scratch_cnn"]["seeds"][1]["test"]["accuracy"] = 0.75
     after["models"]["scratch_cnn"]["seeds"][0]["best_epoch"] = 4
-    after["models"]["scratch_cnn"]["seeds"].append(record(2, 0.9))  # a seed only one run has is not compared
+    after["models"]["scratch_cnn"]["seeds"].append(record(2, 0.9))  # a seed only one run has
+    after["models"]["scratch_cnn"]["test"]["accuracy_ci95"] = [0.8, 0.9]  # a value outside the table's columns
     changed = fgc.rerun_agreement(before, after).set_index("seed")
-    assert list(changed.index) == [0, 1, "ensemble"]
+    assert list(changed.index) == [0, 1, 2, "ensemble"]
     assert not changed.loc[0, "identical"] and changed.loc[0, "best_epoch after"] == 4
     assert not changed.loc[1, "identical"] and changed.loc[1, "max_abs_diff"] == pytest.approx(0.03)
-    assert changed.loc["ensemble", "identical"]
+    assert not changed.loc[2, "identical"] and changed.loc[2, "only_in"] == "after"
+    assert not changed.loc["ensemble", "identical"] and changed.loc["ensemble", "test.accuracy after"] == 0.84
+    del after["models"]["scratch_cnn"]
+    gone = fgc.rerun_agreement(before, after)
+    assert set(gone["only_in"]) == {"before"} and not gone["identical"].any()  # a vanished family is reported
 
 
 def test_train_serve_gaps_compare_original_and_copy(fgc, data_root):
@@ -318,10 +327,12 @@ def test_budget_verdicts_count_only_an_empty_cache_reproduction(repo_root):
     lines = update_readme.budget_section({"reproduction_wall_time": entry | {"caches": "partly filled"},
                                           "reproduction_quick_wall_time": quick}).splitlines()
     assert "not measured" in lines[2] and "not met** (6.7 min" in lines[3]  # 400 s > 5 min
-    lines = update_readme.budget_section({"reproduction_wall_time": entry | {"caches": "empty"}}).splitlines()
-    assert "**met** (66.7 min" in lines[2] and "not measured" in lines[3]
+    lines = update_readme.budget_section({"reproduction_wall_time": entry | {"caches": "empty", "conditions": [
+        "one family not run"]}}).splitlines()
+    assert "**met**, under the conditions listed (66.7 min" in lines[2] and "not measured" in lines[3]
+    assert lines[2].endswith("Conditions: caches empty; one family not run.")
     over = update_readme.budget_section({"reproduction_wall_time": entry | {"ours": 4600.0, "caches": "empty"}})
-    assert "**not met** (76.7 min" in over
+    assert "**not met**, under the conditions listed (76.7 min" in over
 
 
 def test_rerun_section_says_what_differs(fgc, repo_root):
@@ -335,4 +346,40 @@ def test_rerun_section_says_what_differs(fgc, repo_root):
     side = {"scored_at": "t", "code_commit": "c", "machine": "m"}
     text = update_readme.rerun_section({"before": side, "after": side, "rows": rows.to_dict(orient="records")})
     assert "| scratch_cnn | 0 | 3 (same) | 0.800 (same) |" in text
-    assert "| scratch_cnn | ensemble |  | 0.840 → 0.850 |" in text and "1 of 2 rows identical" in text
+    assert "| scratch_cnn | ensemble | – | 0.840 → 0.850 |" in text and "1 of 2 rows identical" in text
+
+
+def test_compare_runs_script_writes_the_report_and_refuses_what_is_not_comparable(repo_root, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    record = {"seed": 0, "best_epoch": 3, "threshold": 0.4, "val": {"roc_auc": 0.99},
+              "test": {"accuracy": 0.8, "roc_auc": 0.9}, "train_seconds": 10.0}
+    metrics = {"dataset": {"test_n": 624}, "quick": False, "machine": "m",
+               "protocol": {"history": [{"scored_at": "t0", "code_commit": "no-such-commit"}]},
+               "models": {"scratch_cnn": {"threshold": 0.2, "test": {"accuracy": 0.84, "roc_auc": 0.93},
+                                          "seeds": [record]}}}
+    slower = json.loads(json.dumps(metrics))
+    slower["models"]["scratch_cnn"]["seeds"][0]["train_seconds"] = 99.0  # wall time: not a difference
+    paths = {}
+    for name, content in {"a": metrics, "b": slower, "quick": metrics | {"quick": True},
+                          "other_data": metrics | {"dataset": {"test_n": 10}}}.items():
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(content))
+    (tmp_path / "broken.json").write_text("{not json")
+    script = str(repo_root / "scripts" / "compare_runs.py")
+
+    def run(*args):
+        return subprocess.run([sys.executable, script, *map(str, args), "--output", str(tmp_path / "out.json")],
+                              capture_output=True, text=True)
+
+    done = run(paths["a"], paths["b"])
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert [row["identical"] for row in report["rows"]] == [True, True] and report["code_changes"] is None
+    for bad, message in [(paths["quick"], "quick run"), (paths["other_data"], "different data"),
+                         (tmp_path / "broken.json", "not JSON"), ("nosuchrev:results/metrics.json", "git show failed"),
+                         (tmp_path / "missing.json", "No such file")]:
+        failed = run(paths["a"], bad)
+        assert failed.returncode == 1 and message in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
