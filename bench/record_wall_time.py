@@ -9,7 +9,8 @@ given} into the results file.
 
 Options: --name (default reproduction_wall_time), --seconds (record without running a command),
 --baseline SECONDS (the original's time, if known: then ratio is filled), --caches (what the caches
-held when the run started: empty, partly filled or filled), --condition TEXT (repeatable: what a
+held when the run started: empty, partly filled or filled), --scope TEXT (what the run covered,
+where less than the whole job), --condition TEXT (repeatable: what a
 reader needs to judge the time, shown beside the budget verdict in the README), --commit and
 --measured-at (for a run timed elsewhere), --notes, --output.
 Exits with the command's exit code; a failed command is not recorded.
@@ -36,6 +37,8 @@ def main() -> int:
     parser.add_argument("--condition", action="append", default=[],
                         help="a condition of the run that a reader needs to judge the time (repeatable), e.g. "
                              "a model family that did not run or data that was already on disk")
+    parser.add_argument("--scope", default=None,
+                        help="what the timed run covered, where less than the whole job (shown with the verdict)")
     parser.add_argument("--commit", default=None, help="the commit that ran (with --seconds: not this checkout's)")
     parser.add_argument("--measured-at", default=None, help="when the run ended, UTC ISO 8601 (with --seconds)")
     parser.add_argument("--notes", default="")
@@ -59,6 +62,8 @@ def main() -> int:
     entry = common.make_entry(args.baseline, seconds, "s", False, notes or "wall time recorded by hand")
     if args.caches:
         entry["caches"] = args.caches
+    if args.scope:
+        entry["scope"] = args.scope
     if args.condition:
         entry["conditions"] = args.condition
     if args.commit:

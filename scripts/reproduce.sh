@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 # explained in scripts/tf_noise.sh (shared with scripts/test.sh).
 source scripts/tf_noise.sh
 exec 3>&2 2> >(grep --line-buffered -v -E "$TF_NOISE" >&3)
-STDERR_FILTER=$!
+STDERR_FILTER=${!:-}  # empty where bash (< 4.4) does not set $! for a process substitution
 # Inside the notebooks: the papermill kernel forwards what C++ libraries write to its stderr into the
 # cell outputs (ipykernel's capture_fd_output). This run turns that off with a throw-away IPython
 # profile, so those lines reach the console (and the filter above) instead; Python's own output,
@@ -27,7 +27,7 @@ KERNEL_PROFILE="$(mktemp -d)"
 finish() {  # remove the profile; let the filter print its last lines before the script returns
     rm -rf "$KERNEL_PROFILE"
     exec 2>&3
-    wait "$STDERR_FILTER" 2> /dev/null || true
+    if [ -n "$STDERR_FILTER" ]; then wait "$STDERR_FILTER" 2> /dev/null || true; fi
 }
 trap finish EXIT
 mkdir -p "$KERNEL_PROFILE/profile_default"

@@ -11,7 +11,7 @@ export CHEST_XRAY_DATA_ROOT="${CHEST_XRAY_DATA_ROOT:-$(cd .. && pwd)/shared/data
 # no setting removes filtered from stderr (scripts/tf_noise.sh says which and why).
 source scripts/tf_noise.sh
 exec 3>&2 2> >(grep --line-buffered -v -E "$TF_NOISE" >&3)
-STDERR_FILTER=$!
+STDERR_FILTER=${!:-}  # empty where bash (< 4.4) does not set $! for a process substitution
 
 # The browser tests (tests/test_app_browser.py) drive the system Chromium; say so when they will skip.
 CHROMIUM=/usr/bin/chromium
@@ -23,5 +23,5 @@ fi
 STATUS=0
 .venv/bin/python -m pytest -q -p no:cacheprovider -rs "$@" tests || STATUS=$?
 exec 2>&3  # close the filter's input, then let it print its last lines before exiting
-wait "$STDERR_FILTER" 2> /dev/null || true
+if [ -n "$STDERR_FILTER" ]; then wait "$STDERR_FILTER" 2> /dev/null || true; fi
 exit "$STATUS"

@@ -333,6 +333,8 @@ def test_budget_verdicts_count_only_an_empty_cache_reproduction(repo_root):
     assert lines[2].endswith("Conditions: caches empty; one family not run.")
     over = update_readme.budget_section({"reproduction_wall_time": entry | {"ours": 4600.0, "caches": "empty"}})
     assert "**not met**, under the conditions listed (76.7 min" in over
+    scoped = update_readme.budget_section({"reproduction_wall_time": entry | {"caches": "empty", "scope": "3 of 4"}})
+    assert "**met** for 3 of 4, under the conditions listed" in scoped
 
 
 def test_rerun_section_says_what_differs(fgc, repo_root):
