@@ -32,6 +32,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -211,11 +212,16 @@ def first_epoch_summary(m: Measured) -> str:
             f"{baseline_run / first_run:.2f}x the baseline's setup + decoding epoch")
 
 
+def both_sizes(small: Measured, full: Measured, summary: Callable[[Measured], str]) -> str:
+    """``summary`` of the 224 px measurement, then of the full-size sample with its conditions."""
+    return (f"224 px: {summary(small)}. Full-size sample ({full.n_decode} images; {full.conditions()}): "
+            f"{summary(full)}")
+
+
 def decoding_entry(small: Measured, full: Measured, args) -> dict:
     """(i): decoding epochs, 224 px as the value, full-size in the notes."""
     notes = (f"Decoding epoch, every file read and decoded, {small.n_decode} images; {common_notes(small, args)} "
-             f"224 px: {decoding_summary(small)}. Full-size sample ({full.n_decode} images; "
-             f"{full.conditions()}): {decoding_summary(full)}. Ours decodes in parallel (tf.data, all "
+             f"{both_sizes(small, full, decoding_summary)}. Ours decodes in parallel (tf.data, all "
              f"cores), keeps grey images in one channel and skips the resize of images already 224 x 224 "
              f"(the identity, bit for bit); the baseline decodes on one thread.")
     return common.make_entry(small.rate("baseline_decoding"), small.rate("ours_decoding"), "images/s", True, notes)
@@ -226,8 +232,7 @@ def first_epoch_entry(small: Measured, full: Measured, args) -> dict:
     notes = (f"First epoch of a later run, reading the persistent decoded cache "
              f"(make_dataset(decoded_cache_dir=..., cache=False), filled by an earlier run; uint8, one "
              f"file per image content, grey stored as 1 channel), {small.n_decode} images; "
-             f"{common_notes(small, args)} 224 px: {first_epoch_summary(small)}. Full-size sample "
-             f"({full.n_decode} images; {full.conditions()}): {first_epoch_summary(full)}.")
+             f"{common_notes(small, args)} {both_sizes(small, full, first_epoch_summary)}.")
     return common.make_entry(small.rate("baseline_decoding"), small.rate("ours_decoded_cache"), "images/s",
                              True, notes)
 

@@ -1,6 +1,9 @@
 """Constants and exceptions shared by every part of the package."""
 from __future__ import annotations
 
+import hashlib
+import os
+
 # ----------------------------------------------------------------------------------------------
 # Constants
 # ----------------------------------------------------------------------------------------------
@@ -26,3 +29,9 @@ class ImageDecodeError(ValueError):
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights that could not be downloaded or found on disk."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks; FileNotFoundError / OSError name the file."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

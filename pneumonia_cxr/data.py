@@ -27,6 +27,7 @@ from .common import (
     SPLITS,
     DatasetLayoutError,
     ImageDecodeError,
+    file_sha256,
 )
 
 
@@ -426,12 +427,6 @@ def decoded_cache_entry(folder: str | os.PathLike, sha256: str) -> Path:
     return Path(folder) / sha256[:2] / f"{sha256}{_ENTRY_SUFFIX}"
 
 
-def _file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file's bytes; FileNotFoundError / OSError name the file."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def decoded_cache_entries(paths: Sequence[str], cache_dir: str | os.PathLike) -> list[Path]:
     """Entry file per image of ``paths`` (in order), keyed by the content of the file (SHA-256) and
     the preprocessing version: the same bytes under two names share one entry, and a file whose
@@ -441,7 +436,7 @@ def decoded_cache_entries(paths: Sequence[str], cache_dir: str | os.PathLike) ->
 
     folder = decoded_cache_folder(cache_dir)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        digests = list(pool.map(_file_sha256, [str(p) for p in paths]))
+        digests = list(pool.map(file_sha256, [str(p) for p in paths]))
     return [decoded_cache_entry(folder, digest) for digest in digests]
 
 

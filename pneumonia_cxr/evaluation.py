@@ -178,13 +178,6 @@ def seed_spread(per_seed: Sequence[dict]) -> dict[str, float]:
 RERUN_FIELDS: tuple[str, ...] = ("best_epoch", "threshold", "val.roc_auc", "test.accuracy", "test.roc_auc")
 
 
-def _field(record: dict, dotted: str):
-    value = record
-    for key in dotted.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
 def _leaves(record: dict, prefix: str = "") -> dict[str, object]:
     """Every value of a nested metrics record by dotted key, without wall times (keys ending in
     "seconds") and without the per-seed list (compared seed by seed)."""
@@ -225,12 +218,11 @@ def rerun_agreement(before: dict, after: dict) -> pd.DataFrame:
         pairs = [(seed, old_seeds.get(seed), new_seeds.get(seed)) for seed in seeds]
         for seed, a, b in pairs + [("ensemble", old if "test" in old else None, new if "test" in new else None)]:
             row = {"model": name, "seed": seed, "only_in": "" if a and b else ("before" if a else "after")}
-            for field in RERUN_FIELDS:
-                row[f"{field} before"] = _field(a, field) if a else None
-                row[f"{field} after"] = _field(b, field) if b else None
             leaves_a, leaves_b = _leaves(a or {}), _leaves(b or {})
+            for field in RERUN_FIELDS:  # dotted keys of the leaves
+                row[f"{field} before"], row[f"{field} after"] = leaves_a.get(field), leaves_b.get(field)
             keys = set(leaves_a) | set(leaves_b)
-            numeric = [abs(leaves_a[k] - leaves_b[k]) for k in keys & set(leaves_a) & set(leaves_b)
+            numeric = [abs(leaves_a[k] - leaves_b[k]) for k in set(leaves_a) & set(leaves_b)
                        if isinstance(leaves_a[k], (int, float)) and isinstance(leaves_b[k], (int, float))]
             row["fields_compared"] = len(keys)
             row["max_abs_diff"] = float(np.nanmax(numeric)) if numeric else 0.0
@@ -322,9 +314,10 @@ def fullsize_copy_pairs(fullsize_dir: str | os.PathLike, small_dir: str | os.Pat
     from .common import IMAGE_SUFFIXES
 
     fullsize_dir, small_dir = Path(fullsize_dir), Path(small_dir)
-    return [(original, small_dir / original.relative_to(fullsize_dir))
-            for split in splits for original in sorted(fullsize_dir.glob(f"{split}/*/*"))
-            if original.suffix.lower() in IMAGE_SUFFIXES and (small_dir / original.relative_to(fullsize_dir)).is_file()]
+    pairs = [(original, small_dir / original.relative_to(fullsize_dir))
+             for split in splits for original in sorted(fullsize_dir.glob(f"{split}/*/*"))
+             if original.suffix.lower() in IMAGE_SUFFIXES]
+    return [(original, copy) for original, copy in pairs if copy.is_file()]
 
 
 def train_serve_gaps(model, pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]]) -> pd.DataFrame:

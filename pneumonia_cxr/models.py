@@ -1,14 +1,13 @@
 """Model builders (scratch CNN, frozen-base transfer models), custom layers and model bundles on disk."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .common import IMAGE_SHAPE, WeightsUnavailableError
+from .common import IMAGE_SHAPE, WeightsUnavailableError, file_sha256
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,11 +316,7 @@ def weights_identity(weights: str | os.PathLike) -> str:
     download, ``"sha256:<digest>"`` of a file's bytes otherwise."""
     if str(weights) == "imagenet":
         return f"imagenet@keras-{_keras().__version__}"
-    digest = hashlib.sha256()
-    with open(weights, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
+    return f"sha256:{file_sha256(weights)}"
 
 
 def _xception_base(input_tensor, weights: str):

@@ -55,9 +55,10 @@ def main() -> None:
     targets = {name: frame["target"].to_numpy() for name, frame in subsets.items()}
     class_weight = F.compute_class_weights(targets["train"])
     weights = F.resolve_xception_weights(args.weights)
+    weights_id = F.weights_identity(weights)  # a file's sha256: computed once
     model, _ = F.build_xception_transfer(weights, seed=args.seed)
     features, feature_seconds = F.features_per_subset(
-        F.tail_input_extractor(model), subsets, args.cache_dir, "xception_block14_input", F.weights_identity(weights))
+        F.tail_input_extractor(model), subsets, args.cache_dir, "xception_block14_input", weights_id)
     print(f"features: {feature_seconds:.0f} s (0 = from cache)", flush=True)
 
     runs = {}
@@ -85,7 +86,7 @@ def main() -> None:
     report = {"rule": "lowest validation loss (restored best epoch); validation split only, test not read",
               "chosen": chosen, "recipes": runs, "seed": args.seed, "quick": args.quick,
               "train_n": len(subsets["train"]), "val_n": len(subsets["val"]),
-              "feature_seconds": feature_seconds, "weights": F.weights_identity(weights),
+              "feature_seconds": feature_seconds, "weights": weights_id,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -176,7 +176,7 @@ def gradcam_checks_section(checks) -> str:
         "insertion area: map / random (map higher in)": versus(row, "insertion"),
         "top-20% drop: map / same-shape random": f"{row['drop_top20']:.3f} / {row['drop_random20']:.3f}",
         "faithfulness": row["faithfulness_verdict"],
-        "rank corr. with random weights (|r| < 0.5 in)":
+        f"rank corr. with random weights (|r| < {F.RANK_CORR_LIMIT} in)":
             judged(row, "rank_corr_random_weights", "sanity_passes", "sanity_verdict"),
         "border share (below a uniform map's in)": judged(row, "border_mass", "border_passes", "border_verdict"),
     } for _, row in checks.iterrows()])

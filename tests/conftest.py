@@ -51,6 +51,17 @@ def fullsize_dir(data_root) -> Path:
 
 
 @pytest.fixture(scope="session")
+def update_readme():
+    """scripts/update_readme.py as a module (its README section builders)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_readme", REPO_ROOT / "scripts" / "update_readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def fgc():
     """The module under test."""
     import functions_for_grad_cam

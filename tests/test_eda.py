@@ -225,17 +225,12 @@ def test_patient_overlap_report_is_json_ready_and_counts_ids_per_split_and_subse
     assert "NORMAL: 0 of 2 test patient ids" in summary
 
 
-def test_patient_overlap_table_and_readme_section(overlap_index, tmp_path):
-    import importlib.util
-
+def test_patient_overlap_table_and_readme_section(overlap_index, tmp_path, update_readme):
     report = f.patient_overlap_report(overlap_index)
     table = f.patient_overlap_table(report)
     assert table["class"].tolist() == ["NORMAL"] * 3 + ["PNEUMONIA"] * 3
     assert table["id read as"].tolist() == ["patient_id", "series_id", "number"] * 2
     assert table.loc[5, "test ids also in train+val"] == 2 and table.loc[2, "test ids also in train+val"] == 1
-    spec = importlib.util.spec_from_file_location("update_readme", REPO_ROOT / "scripts" / "update_readme.py")
-    update_readme = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(update_readme)
     readme = tmp_path / "README.md"
     readme.write_text("before\n<!-- patient-overlap:start -->\nold\n<!-- patient-overlap:end -->\nafter\n")
     f.replace_marked_section(readme, "patient-overlap", update_readme.patient_overlap_section(report))

@@ -310,17 +310,7 @@ def test_train_serve_gaps_compare_original_and_copy(fgc, data_root):
     assert gaps.loc[0, "abs_diff"] == pytest.approx(abs(gaps.loc[0, "p_original"] - gaps.loc[0, "p_copy"]))
 
 
-def _update_readme_module(repo_root):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("update_readme", repo_root / "scripts" / "update_readme.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_budget_verdicts_count_only_an_empty_cache_reproduction(repo_root):
-    update_readme = _update_readme_module(repo_root)
+def test_budget_verdicts_count_only_an_empty_cache_reproduction(update_readme):
     machine = {"cpu": "test CPU", "cores": 2}
     entry = {"ours": 4000.0, "measured_at": "2026-01-01T00:00:00Z", "machine": machine}
     quick = {"ours": 400.0, "measured_at": "2026-01-01T00:00:00Z", "machine": machine}
@@ -337,8 +327,7 @@ def test_budget_verdicts_count_only_an_empty_cache_reproduction(repo_root):
     assert "**met** for 3 of 4, under the conditions listed" in scoped
 
 
-def test_rerun_section_says_what_differs(fgc, repo_root):
-    update_readme = _update_readme_module(repo_root)
+def test_rerun_section_says_what_differs(fgc, update_readme):
     before = {"models": {"scratch_cnn": {"threshold": 0.2, "val": {"roc_auc": 0.99},
                                          "test": {"accuracy": 0.84, "roc_auc": 0.93},
                                          "seeds": [{"seed": 0, "best_epoch": 3, "threshold": 0.4,
