@@ -1,52 +1,74 @@
-# The web app (app/) behind gunicorn. Build after model_deep_learning.ipynb has written models/:
+# The web app (app/) behind gunicorn. Build after model_deep_learning.ipynb has written models/
+# (or after scripts/fetch_models.py has unpacked a release archive into it):
 #   docker build -t pneumonia-gradcam-app .
 #   docker run -p 5001:5000 pneumonia-gradcam-app        # then open http://localhost:5001
 # Research demo, not a diagnostic device. Needs BuildKit (RUN --mount), Docker's default since 23.0.
+# The app serves the default bundle of models/manifest.json (bundles it does not list are never
+# served; scripts/build_container.sh builds from a context holding only the default bundle).
 #
 # Build arguments (both optional; the defaults are what a user's plain `docker build` does):
-#   BASE_IMAGE  any image with Python 3.11 (`python3`, its venv module, useradd), default the
-#               official python:3.11-slim.
-#   WHEELHOUSE  folder of the build context holding the wheels of requirements-app.txt
-#               (`pip download -r requirements-app.txt -d wheels`): installs with --no-index from
-#               there, for builds without access to the package index. Empty (default): from the index.
-# scripts/build_container.sh builds it with podman from a Debian base and a wheelhouse.
-ARG BASE_IMAGE=python:3.11-slim
-FROM ${BASE_IMAGE}
+#   BASE_IMAGE  any Debian bookworm image with Python 3.11 (`python3`, its venv module, useradd,
+#               apt), default the official python:3.11-slim-bookworm.
+#   WHEELHOUSE  folder of the build context holding the wheels (requirements-app.txt with
+#               tensorflow-cpu for tensorflow, as scripts/build_container.sh downloads them):
+#               installs with --no-index from there, for builds without access to the package
+#               index. Empty (default): from the index.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
+# Stage 1: the virtual environment, trimmed. Only its /opt/venv is kept.
+FROM ${BASE_IMAGE} AS venv
 ARG WHEELHOUSE=""
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH \
-    TF_CPP_MIN_LOG_LEVEL=2 \
-    PORT=5000 \
-    WEB_CONCURRENCY=2
-
-WORKDIR /srv/pneumonia
-# Only the app's packages (requirements-app.txt), in a venv (works on Debian's own Python too,
-# which refuses system-wide pip installs). The build context is mounted for this step only, so a
-# wheelhouse never ends up in a layer of the image. TensorFlow's C++ headers (tensorflow/include,
-# about 430 MB, for compiling custom ops) are not needed to serve and are removed.
-COPY requirements-app.txt ./
+    PATH=/opt/venv/bin:$PATH
+# requirements-app.txt with tensorflow-cpu for tensorflow (same version, without the CUDA kernels);
+# installed without bytecode; then what serving never reads goes: TensorFlow's C++ headers, the
+# packages' test suites, pip, libclang (61 MB: TensorFlow lists it for building ops; neither it nor
+# Keras imports it), and the symbol tables of TensorFlow's two big libraries (about 220 MB;
+# strip, from binutils, exists in this stage only; the other wheels' libraries are left alone:
+# stripping their patchelf-edited copies breaks them). Bytecode is then written for just the
+# modules serving imports.
+# The build context is mounted for this step only, so a wheelhouse never ends up in a layer.
+ARG SITE_PACKAGES=/opt/venv/lib/python3.11/site-packages
 RUN --mount=type=bind,target=/tmp/context \
-    python3 -m venv "$VIRTUAL_ENV" \
+    apt-get update \
+    && apt-get install -y --no-install-recommends binutils=2.40-2 \
+    && python3 -m venv /opt/venv \
+    && sed 's/^tensorflow==/tensorflow-cpu==/' /tmp/context/requirements-app.txt > /tmp/requirements-image.txt \
     && if [ -n "$WHEELHOUSE" ]; then \
            if [ ! -d "/tmp/context/$WHEELHOUSE" ]; then \
                echo "WHEELHOUSE=$WHEELHOUSE: no such folder in the build context" >&2; exit 1; \
            fi; \
-           pip install --no-index --find-links "/tmp/context/$WHEELHOUSE" -r requirements-app.txt; \
+           pip install --no-compile --no-index --find-links "/tmp/context/$WHEELHOUSE" -r /tmp/requirements-image.txt; \
        else \
-           pip install -r requirements-app.txt; \
+           pip install --no-compile -r /tmp/requirements-image.txt; \
        fi \
-    && rm -rf "$VIRTUAL_ENV"/lib/python3*/site-packages/tensorflow/include \
-    && groupadd --gid 10001 app \
-    && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin app
+    && pip uninstall --yes libclang pip \
+    && rm -rf "$SITE_PACKAGES/tensorflow/include" \
+    && find "$SITE_PACKAGES" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} + \
+    && strip --strip-unneeded "$SITE_PACKAGES/tensorflow/libtensorflow_cc.so.2" \
+        "$SITE_PACKAGES/tensorflow/libtensorflow_framework.so.2" \
+    && PYTHONDONTWRITEBYTECODE='' TF_CPP_MIN_LOG_LEVEL=3 /opt/venv/bin/python -c \
+        'import flask, gunicorn.app.wsgiapp, gunicorn.workers.gthread, keras, numpy, pandas, PIL.Image, scipy.special, tensorflow'
 
-# Code, trained models (models/*.keras + their .json, from model_deep_learning.ipynb) and the
-# example X-rays of the page (images/*example*.png, from the EDA notebook). The app serves
-# $MODEL_PATH if set, else the bundle of models/ whose .json records the best validation ROC-AUC.
+# Stage 2: the image: base, venv, app. No compilers, no package caches, not root.
+FROM ${BASE_IMAGE}
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    MALLOC_ARENA_MAX=2 \
+    PORT=5000 \
+    WEB_CONCURRENCY=2
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin app
+COPY --from=venv /opt/venv /opt/venv
+
+WORKDIR /srv/pneumonia
+# Code, models (models/manifest.json and the bundles it lists) and the example X-rays of the page
+# (images/*example*.png, from the EDA notebook). requirements-app.txt records what is installed.
+COPY requirements-app.txt ./
 COPY functions_for_grad_cam.py ./
 COPY pneumonia_cxr/ pneumonia_cxr/
 COPY app/ app/

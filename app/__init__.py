@@ -1,12 +1,16 @@
 """Flask web app: upload a chest X-ray, get the prediction and its Grad-CAM overlay.
 
-Research demo, not a diagnostic device. Routes and request validation live here; decoding,
-preprocessing, the model bundle and Grad-CAM all come from ``functions_for_grad_cam`` so the app
-sees exactly what training and evaluation saw.
+Research demo, not a diagnostic device. Routes, request validation and the overlay drawing live
+here; decoding, preprocessing, the model bundle, its manifest and Grad-CAM all come from
+``functions_for_grad_cam`` so the app sees exactly what training and evaluation saw.
 
-    create_app(model_path=None) -> Flask app (model loaded once, in the process calling it)
-    python -m app --model models/scratch_cnn.keras --host 127.0.0.1 --port 5000
+    create_app(model_path=None) -> Flask app (model and explainer built once, in the calling process)
+    python -m app [--model BUNDLE_NAME_OR_PATH] --host 127.0.0.1 --port 5000
     gunicorn -c app/gunicorn_conf.py "app:create_app()"   (one model per worker)
+
+Without a model given, the app serves the default bundle of ``models/manifest.json`` and refuses
+to start when the manifest and the files disagree. Uploads over ``MAX_IMAGE_PIXELS`` are refused;
+larger originals are shown and drawn on at most ``DISPLAY_MAX_SIDE`` pixels a side.
 
 Routes: ``GET /`` upload page, ``POST /predict`` (form: field ``file``, or ``example`` = name of an
 example image) result page, ``GET /examples/<name>`` example image, ``POST /api/predict``
@@ -16,13 +20,14 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 from flask import Flask, Request, abort, jsonify, render_template, request, send_from_directory
+from PIL import Image
 from werkzeug.exceptions import HTTPException
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,19 +38,30 @@ except ImportError:  # started from another folder: the module sits at the repo 
     import functions_for_grad_cam as fgc
 
 MODEL_ENV_VAR = "MODEL_PATH"
-MODELS_DIR = "models"  # bundles written by model_deep_learning.ipynb: <name>.keras + <name>.json
+MODELS_DIR = REPO_ROOT / "models"  # bundles and manifest.json written by model_deep_learning.ipynb
 MAX_UPLOAD_MB_ENV_VAR = "MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 20  # the largest original of the data set is about 3 MB
+IMAGE_SLOTS_ENV_VAR = "IMAGE_SLOTS"
+DEFAULT_IMAGE_SLOTS = 1  # per worker: requests decoding or drawing at once (the model step has its own lock)
+DISPLAY_MAX_SIDE = 2048  # pixels: larger uploads are shown and drawn on at this size (the model sees 224)
 EXAMPLES_DIR = REPO_ROOT / "images"
 EXAMPLES_PATTERN = "*example*.png"  # EDA notebook's example X-rays; other figures are not offered
 MAX_EXAMPLES = 6
 OVERLAY_ALPHA = 0.4
+GRADCAM_METHOD = "gradcam"
 PNG_COMPRESS_LEVEL = 1  # zlib level: level 6 (Pillow's default) takes ~5x longer on a full-size X-ray
 DISCLAIMER = "Research demo, not a diagnostic device. Do not use it for clinical decisions."
+# matplotlib's "jet" colour map (segment data of matplotlib._cm), the colours of overlay_heatmap,
+# without matplotlib at serving time: {channel: ((x, value), ...)}, linear between the points.
+JET_SEGMENTS = {
+    "red": ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
+    "green": ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
+    "blue": ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),
+}
 
 
 class ModelNotFoundError(FileNotFoundError):
-    """No model file given, in $MODEL_PATH or at a default location."""
+    """The model file or bundle name given (argument or $MODEL_PATH) does not exist."""
 
 
 class InMemoryRequest(Request):
@@ -58,75 +74,105 @@ class InMemoryRequest(Request):
 
 
 def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
-    """``model_path``, else ``$MODEL_PATH``, else the default bundle in ``models/``.
+    """The ``.keras`` file to serve: ``model_path``, else ``$MODEL_PATH``, else the default bundle named
+    by ``models/manifest.json`` (written by model_deep_learning.ipynb).
 
-    The default is the bundle whose metadata (``<name>.json``) says ``"app_default": true`` (written by
-    model_deep_learning.ipynb, which chose it on validation data only: the highest validation ROC-AUC);
-    without one, the bundle recording the highest ``val_roc_auc``; bundles with neither come last, in
-    name order.
+    ``model_path`` (or ``$MODEL_PATH``) is the path of a ``.keras`` file, or the name of a bundle of the
+    manifest. Bundles in ``models/`` that the manifest does not list are never chosen.
 
     Raises:
-        ModelNotFoundError: naming what was tried and how to provide a model.
+        ModelNotFoundError: the file given does not exist.
+        fgc.ManifestError: the manifest is missing or disagrees with the files it lists, or names no
+            such bundle (one line saying how to fix it).
     """
     chosen = model_path or os.environ.get(MODEL_ENV_VAR)
-    if chosen:
-        path = Path(chosen).expanduser()
-        if not path.is_file():
-            raise ModelNotFoundError(f"Model file not found: {path} (from "
-                                     f"{'the model_path argument' if model_path else '$' + MODEL_ENV_VAR})")
+    if not chosen:
+        return fgc.bundle_path(MODELS_DIR, fgc.read_manifest(MODELS_DIR))
+    path = Path(chosen).expanduser()
+    if path.is_file():
         return path
-    candidates = sorted((REPO_ROOT / MODELS_DIR).glob("*.keras"))
-    if not candidates:
-        raise ModelNotFoundError(
-            f"No model found: no .keras file in {REPO_ROOT / MODELS_DIR}. Train one with "
-            f"model_deep_learning.ipynb, or pass a .keras file (--model PATH, create_app(model_path) or "
-            f"${MODEL_ENV_VAR}).")
-    return max(candidates, key=lambda path: (*_default_rank(path), -candidates.index(path)))
+    if fgc.is_plain_file_name(str(chosen)) and not path.suffix:  # a bundle name, e.g. "scratch_cnn"
+        return fgc.bundle_path(MODELS_DIR, fgc.read_manifest(MODELS_DIR), str(chosen))
+    raise ModelNotFoundError(f"Model file not found: {path} (from "
+                             f"{'the model_path argument' if model_path else '$' + MODEL_ENV_VAR})")
 
 
-def _default_rank(model_path: Path) -> tuple[bool, float]:
-    """(``app_default`` flag, ``val_roc_auc``) from the bundle's metadata; (False, -1) when absent
-    or unreadable."""
+def _env_number(name: str, default: float, unit: str, kind: type = float) -> float:
+    """The positive number (of ``kind``: float or int) in environment variable ``name``, else ``default``."""
+    value = os.environ.get(name, "")
     try:
-        metadata = json.loads(model_path.with_suffix(".json").read_text())
-        return bool(metadata.get("app_default", False)), float(metadata.get("val_roc_auc", -1.0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return False, -1.0
-
-
-def _max_upload_bytes() -> int:
-    value = os.environ.get(MAX_UPLOAD_MB_ENV_VAR, "")
-    try:
-        megabytes = float(value) if value else DEFAULT_MAX_UPLOAD_MB
+        number = kind(value) if value else default
     except ValueError:
-        raise ValueError(f"${MAX_UPLOAD_MB_ENV_VAR} must be a number of megabytes, got '{value}'") from None
-    return int(megabytes * 1024 * 1024)
+        number = 0
+    if number <= 0:
+        raise ValueError(f"${name} must be a positive {'whole ' if kind is int else ''}number of {unit}, got '{value}'")
+    return number
+
+
+def jet_palette() -> list[list[int]]:
+    """[red, green, blue] lookup tables (256 entries each, 0-255) of the "jet" colour map, as
+    matplotlib's ``colormaps["jet"](i / 255, bytes=True)``."""
+    levels = np.linspace(0.0, 1.0, 256)
+    return [(np.interp(levels, *zip(*JET_SEGMENTS[channel])) * 255).astype(np.uint8).tolist()
+            for channel in ("red", "green", "blue")]
+
+
+JET_PALETTE = jet_palette()
+
+
+def draw_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """uint8 RGB (H, W, 3) = (1 - alpha) * ``image`` + alpha * jet(``heatmap``), the heatmap (h, w)
+    in [0, 1] in the model's input frame (the whole upload squashed to 224 x 224) stretched
+    bilinearly to the image's size; computed by Pillow in uint8, no full-size float copy."""
+    base = Image.fromarray(image)
+    levels = Image.fromarray(np.round(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8))
+    levels = levels.resize(base.size, Image.Resampling.BILINEAR)
+    coloured = Image.merge("RGB", [levels.point(table) for table in JET_PALETTE])
+    return np.asarray(Image.blend(base, coloured, alpha))
 
 
 class Predictor:
-    """One loaded model bundle; ``predict(bytes)`` runs decode -> preprocess -> Grad-CAM (one pass).
+    """The served model bundle and its Grad-CAM explainer (``fgc.GradCamExplainer``: the gradient
+    model and its compiled function), both built once per worker process, at start-up;
+    ``predict(bytes)`` runs decode -> Grad-CAM -> overlay.
 
-    Calls are serialised with a lock: Grad-CAM builds a sub-model per call, and on a CPU server
-    parallel calls in one process would only compete for the same cores."""
+    Memory per process is bounded: at most ``image_slots`` requests decode an upload or draw and
+    encode images at once (decoding holds the full-size image; after it only a copy of at most
+    ``DISPLAY_MAX_SIDE`` pixels a side is kept), and one at a time runs the model (on a CPU server
+    parallel calls in one process would only compete for the same cores)."""
 
-    def __init__(self, model_path: Path):
+    def __init__(self, model_path: Path, image_slots: int = DEFAULT_IMAGE_SLOTS):
         self.path = Path(model_path)
         self.model, self.metadata = fgc.load_model_bundle(self.path)
         self.name = str(self.metadata.get("model_name", self.model.name))
         self.threshold = float(self.metadata.get("threshold", 0.5))
         self.last_conv_layer = self.metadata.get("last_conv_layer") or fgc.last_conv_layer_name(self.model)
-        self._lock = threading.Lock()
+        self._explainer = fgc.GradCamExplainer(self.model, self.last_conv_layer, methods=(GRADCAM_METHOD,))
+        self._explainer(np.zeros((1, *fgc.IMAGE_SHAPE), np.float32))  # traces its compiled function now
+        self._model_lock = threading.Lock()
+        self.image_slots = threading.BoundedSemaphore(image_slots)
 
     def predict(self, data: bytes, source: str = "upload") -> dict:
-        """Raises fgc.ImageDecodeError (message says what is wrong) for a bad image."""
-        original, model_input = fgc.load_image_for_model(data, source)
-        with self._lock:
-            heatmaps, probabilities = fgc.make_gradcam_heatmaps(
-                model_input, self.model, self.last_conv_layer, class_index=None, threshold=self.threshold)
-        probability = float(probabilities[0])
-        overlay = fgc.overlay_heatmap(original, heatmaps[0], OVERLAY_ALPHA)
+        """Label, probability, threshold, model name, and the upload and its Grad-CAM overlay as
+        uint8 RGB arrays of at most ``DISPLAY_MAX_SIDE`` pixels a side.
+
+        Raises:
+            fgc.ImageDecodeError: a bad image (the message says what is wrong).
+        """
+        with self.image_slots:
+            original, model_input = fgc.load_image_for_model(data, source, DISPLAY_MAX_SIDE)
+        with self._model_lock:
+            explained = self._explainer(model_input, threshold=self.threshold)
+        probability = float(explained.probabilities[0])
+        with self.image_slots:
+            overlay = draw_overlay(original, explained.maps[GRADCAM_METHOD][0])
         return {"label": fgc.CLASS_NAMES[int(probability >= self.threshold)], "probability": probability,
                 "threshold": self.threshold, "model": self.name, "original": original, "overlay": overlay}
+
+    def b64_png(self, image: np.ndarray) -> str:
+        """Base64 of the PNG encoding of a uint8 image (in an image slot)."""
+        with self.image_slots:
+            return base64.b64encode(fgc.png_bytes(image, compress_level=PNG_COMPRESS_LEVEL)).decode("ascii")
 
 
 def list_examples(folder: str | os.PathLike) -> list[str]:
@@ -137,20 +183,21 @@ def list_examples(folder: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in folder.glob(EXAMPLES_PATTERN) if p.is_file())[:MAX_EXAMPLES]
 
 
-def _b64_png(image) -> str:
-    return base64.b64encode(fgc.png_bytes(image, compress_level=PNG_COMPRESS_LEVEL)).decode("ascii")
-
-
 def create_app(model_path: str | os.PathLike | None = None) -> Flask:
-    """The Flask app with its model loaded (once, here). See the module docstring for the routes.
+    """The Flask app with its model and Grad-CAM explainer built (once, here). See the module
+    docstring for the routes; ``model_path`` as :func:`resolve_model_path`.
 
     Raises:
-        ModelNotFoundError: when no model file is found; ValueError: when it is not a suitable model.
+        ModelNotFoundError: the model file given does not exist; fgc.ManifestError (a ValueError):
+        models/manifest.json is missing or disagrees with its files; ValueError: not a suitable
+        model, or a bad $MAX_UPLOAD_MB / $IMAGE_SLOTS.
     """
-    predictor = Predictor(resolve_model_path(model_path))
+    predictor = Predictor(resolve_model_path(model_path),
+                          _env_number(IMAGE_SLOTS_ENV_VAR, DEFAULT_IMAGE_SLOTS, "requests", int))
     app = Flask(__name__)
     app.request_class = InMemoryRequest
-    app.config["MAX_CONTENT_LENGTH"] = _max_upload_bytes()
+    app.config["MAX_CONTENT_LENGTH"] = int(_env_number(MAX_UPLOAD_MB_ENV_VAR, DEFAULT_MAX_UPLOAD_MB, "megabytes")
+                                           * 2 ** 20)
     app.config["EXAMPLES_DIR"] = EXAMPLES_DIR
     app.json.sort_keys = False
     app.extensions["predictor"] = predictor
@@ -211,8 +258,8 @@ def create_app(model_path: str | os.PathLike | None = None) -> Flask:
         else:
             data, source = upload_bytes()
         result = run(data, source)
-        return page(result={**result, "original": _b64_png(result["original"]),
-                            "overlay": _b64_png(result["overlay"]),
+        return page(result={**result, "original": predictor.b64_png(result["original"]),
+                            "overlay": predictor.b64_png(result["overlay"]),
                             "source": f"example {example}" if example else "your upload"})
 
     @app.get("/examples/<name>")
@@ -226,7 +273,7 @@ def create_app(model_path: str | os.PathLike | None = None) -> Flask:
         result = run(*upload_bytes())
         return jsonify(label=result["label"], probability=result["probability"],
                        threshold=result["threshold"], model=result["model"],
-                       heatmap_png=_b64_png(result["overlay"]))
+                       heatmap_png=predictor.b64_png(result["overlay"]))
 
     @app.get("/healthz")
     def healthz():

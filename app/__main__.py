@@ -12,8 +12,8 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="path of a .keras model (default: $MODEL_PATH, else the bundle in "
-                        "models/ marked as the app's default, chosen on validation)")
+    parser.add_argument("--model", help="a bundle name of models/manifest.json or the path of a .keras model "
+                        "(default: $MODEL_PATH, else the manifest's default bundle)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     args = parser.parse_args(argv)

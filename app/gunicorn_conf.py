@@ -6,7 +6,9 @@ Each worker imports the app and calls create_app() itself, so every worker holds
 loaded once (no --preload: TensorFlow must not be initialised before the fork). Command-line
 options override these values; environment: PORT (default 5000), WEB_CONCURRENCY (workers,
 default 2), GUNICORN_THREADS (default 4), GUNICORN_TIMEOUT (seconds, default 120), and the app's
-MODEL_PATH and MAX_UPLOAD_MB.
+MODEL_PATH, MAX_UPLOAD_MB and IMAGE_SLOTS (requests per worker decoding or drawing at once,
+default 1). The Dockerfile also sets MALLOC_ARENA_MAX=2: glibc then keeps two heaps per process
+instead of one per thread, which bounds what the threads' large short-lived image buffers leave behind.
 """
 import os
 

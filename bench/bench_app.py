@@ -6,12 +6,15 @@ the given model, waits for /healthz, sends a few warm-up requests, then for ever
 concurrency) sends --requests uploads from that many client threads. Writes a JSON file and prints
 a markdown table. Not a test; request counts are bounded.
 
-    .venv/bin/python bench/bench_app.py --model models/hed_vgg16_transfer.keras
+    .venv/bin/python bench/bench_app.py                      # the default bundle of models/manifest.json
     .venv/bin/python bench/bench_app.py --model models/scratch_cnn.keras --requests 40 --concurrency 1 4 8
     .venv/bin/python bench/bench_app.py --url http://127.0.0.1:5000   # an already running server
 
-Options: --model (default: as the app chooses: $MODEL_PATH, else the bundle in models/ marked as the
-app's default), --full-image / --small-image (default: the first test-split original of
+The JSON records the date, the model /healthz names, and whether the issue's targets are met
+(full-size upload: p50 <= 400 ms with 1 client, p95 <= 2000 ms with 4 clients).
+
+Options: --model (default: as the app chooses: $MODEL_PATH, else the default bundle of
+models/manifest.json), --full-image / --small-image (default: the first test-split original of
 $CHEST_XRAY_DATA_ROOT/chest_xray_fullsize_sample and its copy in chest_xray_224; data root default
 ../shared/data beside the repo), --requests per measurement (default 20, at most 500), --warmup
 (default 2), --concurrency (default 1 4), --workers / --threads of gunicorn (default 2 / 4),
@@ -39,6 +42,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 MAX_REQUESTS = 500
 STARTUP_TIMEOUT = 300
+TARGETS_MS = {(1, "latency_ms_p50"): 400, (4, "latency_ms_p95"): 2000}  # full-size upload: (clients, statistic)
 
 
 def default_images() -> tuple[Path, Path]:
@@ -51,13 +55,16 @@ def default_images() -> tuple[Path, Path]:
                      f"or set CHEST_XRAY_DATA_ROOT.")
 
 
-def default_model() -> Path:
+def served_model(model: str | None) -> Path:
+    """The .keras file the app would serve for ``model`` (a path or a bundle name of
+    models/manifest.json; None: $MODEL_PATH, else the manifest's default)."""
     sys.path.insert(0, str(REPO))
     from app import ModelNotFoundError, resolve_model_path
+    from pneumonia_cxr.manifest import ManifestError
 
     try:
-        return resolve_model_path()
-    except ModelNotFoundError as error:
+        return resolve_model_path(model)
+    except (ModelNotFoundError, ManifestError) as error:
         raise SystemExit(str(error)) from None
 
 
@@ -69,8 +76,8 @@ def free_port() -> int:
 
 def start_server(model: Path, workers: int, threads: int, log) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "MODEL_PATH": str(model.resolve()), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads)}
+    env = {**os.environ, "MODEL_PATH": str(model.resolve()), "TF_CPP_MIN_LOG_LEVEL": "2", "MALLOC_ARENA_MAX": "2",
+           "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads)}  # as the Dockerfile
     command = [sys.executable, "-m", "gunicorn", "-c", "app/gunicorn_conf.py", "--bind", f"127.0.0.1:{port}",
                "--access-logfile", "/dev/null", "app:create_app()"]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -128,6 +135,17 @@ def measure(url: str, data: bytes, count: int, clients: int, timeout: float) -> 
             "latency_ms_mean": round(float(latencies.mean()), 1) if len(latencies) else None}
 
 
+def targets_met(rows: list[dict]) -> dict:
+    """For each target measured (full-size upload): its limit, the value, and whether it is met."""
+    met = {}
+    for (clients, statistic), limit in TARGETS_MS.items():
+        row = next((r for r in rows if r["image"] == "full-size original" and r["concurrency"] == clients), None)
+        if row is not None and row[statistic] is not None:
+            met[f"full-size {statistic.removeprefix('latency_ms_')} at {clients} client(s)"] = {
+                "limit_ms": limit, "value_ms": row[statistic], "met": row[statistic] <= limit}
+    return met
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| image | size (px) | upload (KB) | clients | requests | errors | p50 (ms) | p95 (ms) | throughput (req/s) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -141,7 +159,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="the .keras model to serve (default: as the app chooses)")
+    parser.add_argument("--model", help="a .keras file or a bundle name of models/manifest.json (default: as the app chooses)")
     parser.add_argument("--url", help="benchmark a running server at this URL instead of starting gunicorn")
     parser.add_argument("--full-image", type=Path, help="full-size original X-ray")
     parser.add_argument("--small-image", type=Path, help="the same X-ray at 224 x 224")
@@ -174,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         url = args.url.rstrip("/")
     else:
-        model = args.model or default_model()
+        model = served_model(args.model)
         log = tempfile.NamedTemporaryFile(prefix="bench_gunicorn_", suffix=".log", delete=False)
         print(f"Starting gunicorn ({args.workers} workers x {args.threads} threads) with {model}; log {log.name}",
               file=sys.stderr)
@@ -198,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
               "threshold": health.get("threshold"), "url": args.url, "server": None if args.url else
               {"software": "gunicorn (app/gunicorn_conf.py)", "workers": args.workers, "threads": args.threads},
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-              "requests_per_measurement": args.requests, "warmup_per_image": args.warmup, "results": rows}
+              "requests_per_measurement": args.requests, "warmup_per_image": args.warmup, "results": rows,
+              "targets": targets_met(rows)}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"Model {report['model']}, {os.cpu_count()} CPUs" +

@@ -279,8 +279,9 @@ def normalised_class_weights(weights: dict[int, float]) -> dict[int, float]:
 def decode_image_bytes(data: bytes, source: str = "image") -> np.ndarray:
     """Decode image bytes of any common mode into a uint8 RGB array (H, W, 3).
 
-    Grayscale, RGB, RGBA (alpha dropped onto black), palette, CMYK and 16-bit images are
-    accepted; EXIF orientation is applied. The type is judged from the content, not a name.
+    Grayscale, RGB, RGBA (alpha dropped onto black), palette, CMYK and 16-bit or 32-bit images are
+    accepted (the latter scaled by their actual range, min to max); EXIF orientation is applied. The
+    type is judged from the content, not a name.
 
     Raises:
         ImageDecodeError: empty, truncated, corrupt, non-image or oversized (> MAX_IMAGE_PIXELS)
@@ -288,33 +289,51 @@ def decode_image_bytes(data: bytes, source: str = "image") -> np.ndarray:
     """
     if not data:
         raise ImageDecodeError(f"{source}: the file is empty")
+    return _to_rgb_uint8(_open_image(data, source))
+
+
+def _open_image(data: bytes, source: str) -> Image.Image:
+    """The decoded, EXIF-oriented PIL image of ``data``; ImageDecodeError for anything the bytes cause."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                if image.width * image.height > MAX_IMAGE_PIXELS:
-                    raise ImageDecodeError(
-                        f"{source}: image too large ({image.width}x{image.height} pixels; "
-                        f"at most {MAX_IMAGE_PIXELS:,} allowed)")
-                image.load()
-                return _to_rgb_uint8(ImageOps.exif_transpose(image))
+            image = Image.open(io.BytesIO(data))
+            _check_pixel_count(image.width, image.height, source)
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)
+            return image
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{source}: not an image (content not recognised)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageDecodeError(f"{source}: image too large (decompression bomb refused)") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ImageDecodeError(f"{source}: corrupt or truncated image ({error})") from None
+    except MemoryError:  # the server's shortage, not the input's fault
+        raise
+    except Exception as error:  # all else Pillow raises on malformed bytes: OSError, struct.error, EOFError, ...
+        raise ImageDecodeError(f"{source}: corrupt, truncated or unsupported image "
+                               f"({type(error).__name__}: {error})") from None
+
+
+def _check_pixel_count(width: int, height: int, source: str) -> None:
+    """ImageDecodeError naming the size and the limit when width x height > MAX_IMAGE_PIXELS."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(
+            f"{source}: image too large ({width}x{height} = {width * height / 1e6:.1f} megapixels; at "
+            f"most {MAX_IMAGE_PIXELS / 1e6:g} megapixels ({MAX_IMAGE_PIXELS:,} pixels) are accepted, "
+            f"chest X-rays need far fewer)")
 
 
 def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
-    """PIL image of any mode -> uint8 RGB array (H, W, 3); 16-bit data scaled by its range."""
+    """PIL image of any mode -> uint8 RGB array (H, W, 3); 16-bit, 32-bit and float images are
+    scaled by their actual range (min -> 0, max -> 255; a constant image -> 0)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
+        low, high = image.getextrema()
+        grey = np.asarray(image, dtype=np.float32)
+        grey -= low
+        grey *= 255.0 / (high - low) if high > low else 0.0
+        grey += 0.5
+        return np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
@@ -331,14 +350,32 @@ def preprocess_pixels(images):
     import tensorflow as tf
 
     images = tf.convert_to_tensor(images)
-    resized = tf.image.resize(tf.cast(images, tf.float32), IMAGE_SIZE, method="bilinear", antialias=True)
+    # from uint8 directly: the same values as from float32, without a full-size float32 copy
+    resized = tf.image.resize(images, IMAGE_SIZE, method="bilinear", antialias=True)
     return tf.clip_by_value(resized / 255.0, 0.0, 1.0)
 
 
-def load_image_for_model(data: bytes, source: str = "image") -> tuple[np.ndarray, np.ndarray]:
-    """Bytes -> (original uint8 RGB (H, W, 3), model input float32 (1, 224, 224, 3) in [0, 1])."""
+def load_image_for_model(data: bytes, source: str = "image",
+                         display_max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes -> (original uint8 RGB (H, W, 3), model input float32 (1, 224, 224, 3) in [0, 1]).
+
+    The model input is always made from the full-resolution decode. ``display_max_side`` shrinks
+    the returned original (aspect ratio kept) to at most that many pixels on its long side, for
+    showing and drawing on it at a bounded cost.
+    """
     original = decode_image_bytes(data, source)
-    return original, np.asarray(preprocess_pixels(original[None]))
+    model_input = np.asarray(preprocess_pixels(original[None]))
+    if display_max_side is not None and max(original.shape[:2]) > display_max_side:
+        original = shrink_image(original, display_max_side)
+    return original, model_input
+
+
+def shrink_image(image: np.ndarray, max_side: int) -> np.ndarray:
+    """uint8 image (H, W, 3) shrunk, aspect ratio kept, to at most ``max_side`` pixels on its long
+    side (Pillow's thumbnail: a cheap integer reduce, then a bicubic resample)."""
+    thumbnail = Image.fromarray(image)
+    thumbnail.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return np.asarray(thumbnail)
 
 
 def _decode_rgb(data):
@@ -710,16 +747,92 @@ def _map_images(dataset, function: Callable | None, with_targets: bool):
     return dataset.map(function, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def build_augmentation(seed: int = 0):
-    """Mild geometric and contrast augmentation for X-rays (no flips: anatomy is not symmetric)."""
+AUGMENTATION = {  # pixel-space augmentation of training images (every family): Keras layer arguments
+    "zoom": 0.3,  # RandomZoom height and width factors (-0.3, 0): a zoom-in crop of 70-100 % per axis
+    "translation": 0.08,  # RandomTranslation: the crop moves by up to 8 % of the side
+    "rotation": 0.03,  # RandomRotation: up to 0.03 turn (about 11 degrees)
+    "brightness": 0.1,  # RandomBrightness: +-0.1 on the [0, 1] scale
+    "contrast": 0.2,  # RandomContrast: factor in [0.8, 1.2]
+    "gamma": 0.25,  # RandomGamma: exponent in [1/1.25, 1.25], log-uniform
+}
+AUGMENTATION_DESCRIPTION = ("random zoom-in crop (70-100 % of each side, independently, so aspect ratio varies) "
+                            "moved by up to 8 %, rotation up to 11 degrees, brightness +-0.1, contrast 0.8-1.2, "
+                            "gamma 0.8-1.25; no flips (anatomy is not symmetric)")
+
+
+def _make_random_gamma_layer():
     import keras
 
+    class RandomGamma(keras.layers.Layer):
+        """x -> x ** g per image, g log-uniform in [1 / (1 + factor), 1 + factor]; inputs in [0, 1].
+
+        Identity at inference (``training=False``)."""
+
+        def __init__(self, factor: float, seed: int | None = None, **kwargs):
+            super().__init__(**kwargs)
+            self.factor = float(factor)
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, inputs, training=True):
+            if not training:
+                return inputs
+            ops = keras.ops
+            limit = float(np.log1p(self.factor))
+            log_gamma = keras.random.uniform((ops.shape(inputs)[0], 1, 1, 1), -limit, limit,
+                                             seed=self.seed_generator)
+            return ops.power(ops.clip(inputs, 0.0, 1.0), ops.exp(log_gamma))
+
+    return RandomGamma
+
+
+def build_augmentation(seed: int = 0):
+    """Pixel-space augmentation of [0, 1] images (B, 224, 224, 3), as :data:`AUGMENTATION` says.
+
+    Applied before the model's centre crop; output clipped to [0, 1]. Each layer is seeded from
+    ``seed``, so the same seed and the same sequence of batches give the same views."""
+    import keras
+
+    a = AUGMENTATION
     return keras.Sequential([
-        keras.layers.RandomRotation(0.03, fill_mode="constant", seed=seed),
-        keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed),
-        keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed),
-        keras.layers.RandomContrast(0.1, seed=seed),
+        keras.layers.RandomZoom((-a["zoom"], 0.0), (-a["zoom"], 0.0), fill_mode="reflect", seed=seed),
+        keras.layers.RandomTranslation(a["translation"], a["translation"], fill_mode="reflect", seed=seed + 1),
+        keras.layers.RandomRotation(a["rotation"], fill_mode="reflect", seed=seed + 2),
+        keras.layers.RandomBrightness(a["brightness"], value_range=(0.0, 1.0), seed=seed + 3),
+        keras.layers.RandomContrast(a["contrast"], seed=seed + 4),
+        _make_random_gamma_layer()(a["gamma"], seed=seed + 5),
     ], name="augmentation")
+
+
+VALIDATION_PERTURBATIONS = {  # declared before any test scoring; see evaluation.SELECTION_RULE
+    "zoom": "central 85 % of each side, resized back to 224 x 224 (a tighter framing)",
+    "low_contrast": "contrast halved about each image's mean",
+    "blur": "Gaussian blur, sigma 2 px",
+    "noise": "additive Gaussian noise, sigma 0.05, clipped to [0, 1] (fixed seed)",
+}
+
+
+def perturb_images(images: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
+    """One of :data:`VALIDATION_PERTURBATIONS` applied to images float32 (B, 224, 224, 3) in [0, 1].
+
+    Deterministic: the same images, kind and seed give the same output (B, 224, 224, 3) in [0, 1]."""
+    from scipy import ndimage
+
+    images = np.asarray(images, np.float32)
+    if kind == "zoom":
+        import tensorflow as tf
+
+        height, width = images.shape[1:3]
+        crop = tf.image.central_crop(images, 0.85)
+        return np.clip(tf.image.resize(crop, (height, width), antialias=True).numpy(), 0.0, 1.0)
+    if kind == "low_contrast":
+        mean = images.mean(axis=(1, 2, 3), keepdims=True)
+        return mean + 0.5 * (images - mean)
+    if kind == "blur":
+        return ndimage.gaussian_filter(images, sigma=(0, 2, 2, 0))
+    if kind == "noise":
+        noise = np.random.default_rng(seed).normal(0.0, 0.05, images.shape[:3] + (1,)).astype(np.float32)
+        return np.clip(images + noise, 0.0, 1.0)
+    raise ValueError(f"unknown perturbation {kind!r}; expected one of {sorted(VALIDATION_PERTURBATIONS)}")
 
 
 def load_images(paths: Sequence[str]) -> np.ndarray:

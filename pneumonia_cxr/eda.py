@@ -13,17 +13,13 @@ from PIL import Image
 
 from .common import CLASS_NAMES, SPLITS
 from .data import decode_image_bytes, subsample_per_class
-from .plots import _new_figure, _save_figure
+from .plots import _new_figure, _plain_log_axis, _save_figure
 
 # ----------------------------------------------------------------------------------------------
 # Exploratory data analysis
 # ----------------------------------------------------------------------------------------------
 EXAMPLE_MAX_SIDE = 256  # pixels: example X-rays written for the app and the README are at most this
 SUBSET_TITLES = {"split": "official split", "subset": "patient-grouped re-split"}
-
-
-
-
 
 
 def _ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
@@ -437,7 +433,7 @@ def plot_images_per_patient(index: pd.DataFrame, path: str | os.PathLike | None 
     for offset, label in zip((-0.2, 0.2), _ordered(counts.index.get_level_values(0), CLASS_NAMES)):
         patients = counts.loc[label].value_counts().reindex(positions, fill_value=0)
         ax.bar(positions + offset, patients.to_numpy(), width=0.4, label=f"{label} ({len(counts.loc[label])} ids)")
-    ax.set_yscale("log")
+    _plain_log_axis(ax, "y")  # plain tick labels: no mathtext, so no font fallback warnings
     ax.set_xticks(positions)
     ax.set(xlabel="images per patient id", ylabel="patients (log scale)",
            title="Images per patient id (parsed from file names, all splits pooled)")
@@ -462,3 +458,138 @@ def save_example_images(index: pd.DataFrame, out_dir: str | os.PathLike,
         image.save(target, format="PNG")
         written.append(target)
     return written
+
+
+# ----------------------------------------------------------------------------------------------
+# What the notebook found, in numbers and in words
+# ----------------------------------------------------------------------------------------------
+def data_summary(index: pd.DataFrame, fullsize: pd.DataFrame, duplicates: pd.DataFrame, overlap: dict,
+                 mean_gray: pd.Series | None = None) -> dict:
+    """The numbers ``data_visualization.ipynb`` computed, as plain data (JSON-ready) for
+    :func:`data_findings` and the README.
+
+    Args:
+        index: the whole data set with ``split`` and, from :func:`patient_grouped_split`, ``subset``.
+        fullsize: index of the full-size originals (sizes and channels mean something there only).
+        duplicates: :func:`find_duplicates` of ``index``.
+        overlap: :func:`patient_overlap_report` of ``index``.
+        mean_gray: mean grey level (0-255) per image of ``fullsize`` (same index), or None.
+    """
+    def per_class(frame: pd.DataFrame, column: str) -> dict[str, int]:
+        counts = frame[column].value_counts()
+        return {label: int(counts.get(label, 0)) for label in CLASS_NAMES}
+
+    train = index[index["split"] == "train"]
+    sizes = size_summary(fullsize)
+    per_patient = index.groupby(["label", "patient_id"]).size()
+    summary = {
+        "images": int(len(index)),
+        "official": {split: per_class(index[index["split"] == split], "label") for split in SPLITS},
+        "resplit": ({subset: per_class(index[index["subset"] == subset], "label")
+                     for subset in _ordered(index["subset"], SPLITS)} if "subset" in index else None),
+        "train_pneumonia_share": round(float((train["label"] == "PNEUMONIA").mean()), 3) if len(train) else None,
+        "fullsize_images": int(len(fullsize)),
+        "sizes": {label: {"images": int(row["images"]), "width_median": float(row["width_median"]),
+                          "height_median": float(row["height_median"]),
+                          "aspect_median": float(row["aspect_median"]),
+                          "megapixels_median": float(row["megapixels_median"]),
+                          "grayscale_share": float(row["grayscale_share"])}
+                  for label, row in sizes.iterrows()},
+        "mean_gray": ({label: {"mean": round(float(values.mean()), 1), "sd": round(float(values.std()), 1)}
+                       for label, values in mean_gray.groupby(fullsize["label"])}
+                      if mean_gray is not None else None),
+        "duplicates": {"groups": int(len(duplicates)),
+                       "files": int(duplicates["n_files"].sum()) if len(duplicates) else 0,
+                       "across_splits": int((duplicates["scope"] == "across splits").sum()) if len(duplicates) else 0,
+                       "label_conflicts": int(duplicates["label_conflict"].sum()) if len(duplicates) else 0},
+        "images_per_patient": {label: {"mean": round(float(per_patient.loc[label].mean()), 2),
+                                       "max": int(per_patient.loc[label].max())}
+                               for label in _ordered(per_patient.index.get_level_values(0), CLASS_NAMES)},
+        "overlap": {row["label"]: {"reading": row["reading"], "shared_ids": int(row["shared_ids"]),
+                                   "target_ids": int(row["target_ids"]),
+                                   "target_images_of_shared_ids": int(row["target_images_of_shared_ids"]),
+                                   "target_images": int(row["target_images"])}
+                    for row in overlap["overlap"] if row["reading"] == "patient_id"},
+        "overlap_within_series": {row["label"]: int(row["shared_ids"]) for row in overlap["overlap"]
+                                  if row["reading"] == "series_id"},
+    }
+    return summary
+
+
+def save_data_summary(summary: dict, path: str | os.PathLike) -> Path:
+    """Write :func:`data_summary`'s dict as indented JSON; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def size_shortcut_sentence(summary: dict) -> str:
+    """One sentence on how the classes' full-size originals differ in size, aspect ratio and
+    colour mode (from :func:`data_summary`), or "" when the summary lacks a class."""
+    sizes = summary.get("sizes", {})
+    if not all(label in sizes for label in CLASS_NAMES):
+        return ""
+    normal, pneumonia = sizes["NORMAL"], sizes["PNEUMONIA"]
+    ratio = normal["megapixels_median"] / pneumonia["megapixels_median"] if pneumonia["megapixels_median"] else float("nan")
+    bigger = "larger" if ratio >= 1 else "smaller"
+    factor = ratio if ratio >= 1 else 1 / ratio
+    colour = ""
+    if normal["grayscale_share"] != pneumonia["grayscale_share"]:
+        def share(row: dict) -> str:
+            return "none" if row["grayscale_share"] == 1 else f"{1 - row['grayscale_share']:.0%}"
+
+        colour = f"; in colour: {share(normal)} of NORMAL and {share(pneumonia)} of PNEUMONIA files"
+    return (f"NORMAL originals are median {normal['width_median']:.0f} x {normal['height_median']:.0f} px (aspect "
+            f"{normal['aspect_median']:.2f}), PNEUMONIA {pneumonia['width_median']:.0f} x "
+            f"{pneumonia['height_median']:.0f} (aspect {pneumonia['aspect_median']:.2f}), {factor:.1f} times "
+            f"{bigger} by area{colour} ({summary['fullsize_images']} originals). Squashed to 224 x 224, this "
+            f"survives as a class-specific distortion of the chest that a model can learn.")
+
+
+def data_findings(summary: dict) -> str:
+    """The findings of ``data_visualization.ipynb`` as Markdown bullets, every number taken from
+    :func:`data_summary`'s dict (nothing typed)."""
+    lines = []
+    train = summary["official"]["train"]
+    total = sum(train.values())
+    if total:
+        weights = {label: total / (2 * n) if n else float("nan") for label, n in train.items()}
+        lines.append(f"- **Imbalance.** The official training split holds {train['PNEUMONIA']:,} PNEUMONIA and "
+                     f"{train['NORMAL']:,} NORMAL images ({train['PNEUMONIA'] / total:.0%} PNEUMONIA), so training "
+                     f"weighs each class equally (balanced weights NORMAL {weights['NORMAL']:.2f}, "
+                     f"PNEUMONIA {weights['PNEUMONIA']:.2f}).")
+    val, resplit = summary["official"]["val"], summary.get("resplit")
+    if resplit and "val" in resplit:
+        lines.append(f"- **Validation.** The official validation split has {sum(val.values())} images, too few to "
+                     f"choose an epoch or a threshold; the patient-grouped re-split of train + val gives "
+                     f"{sum(resplit['val'].values())} validation and {sum(resplit.get('train', {}).values()):,} "
+                     f"training images, each patient id in one of them.")
+    shortcut = size_shortcut_sentence(summary)
+    if shortcut:
+        lines.append(f"- **Size shortcut.** {shortcut}")
+    gray = summary.get("mean_gray")
+    if gray and all(label in gray for label in CLASS_NAMES):
+        gap = abs(gray["NORMAL"]["mean"] - gray["PNEUMONIA"]["mean"])
+        pooled_sd = max(gray["NORMAL"]["sd"], gray["PNEUMONIA"]["sd"])
+        verdict = ("about the same brightness on average" if gap < 0.25 * pooled_sd
+                   else "a different brightness on average")
+        lines.append(f"- **Grey levels.** Mean grey level per image: NORMAL {gray['NORMAL']['mean']:.0f} "
+                     f"(sd {gray['NORMAL']['sd']:.0f}), PNEUMONIA {gray['PNEUMONIA']['mean']:.0f} "
+                     f"(sd {gray['PNEUMONIA']['sd']:.0f}): {verdict}, with PNEUMONIA images "
+                     f"{'more' if gray['PNEUMONIA']['sd'] > gray['NORMAL']['sd'] else 'less'} varied.")
+    dup = summary["duplicates"]
+    lines.append(f"- **Copies.** {dup['groups']} groups of byte-identical files ({dup['files']} files), "
+                 f"{dup['across_splits']} of them across splits, {dup['label_conflicts']} with conflicting labels; "
+                 f"the re-split keeps each group in one subset.")
+    per_patient = summary.get("images_per_patient", {})
+    overlap = summary.get("overlap", {}).get("PNEUMONIA")
+    if overlap and "PNEUMONIA" in per_patient:
+        within = summary.get("overlap_within_series", {}).get("PNEUMONIA")
+        lines.append(f"- **Patients.** A PNEUMONIA patient id has {per_patient['PNEUMONIA']['mean']:.1f} images on "
+                     f"average over all splits (up to {per_patient['PNEUMONIA']['max']}). {overlap['shared_ids']} of "
+                     f"{overlap['target_ids']} PNEUMONIA test ids ({overlap['target_images_of_shared_ids']} of "
+                     f"{overlap['target_images']} test images) recur in train + val read as `personNNN`"
+                     + (f", {within} read within the bacteria / virus naming series" if within is not None else "")
+                     + "; the file names cannot tell whether they are the same children.")
+    return "\n".join(lines)

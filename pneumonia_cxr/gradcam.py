@@ -12,16 +12,19 @@ import pandas as pd
 from PIL import Image
 
 from . import models
-from .common import CLASS_NAMES, IMAGE_SIZE
+from .common import CLASS_NAMES
 from .data import subsample_per_class
 from .evaluation import sigmoid
 from .models import _keras
-from .training import predict_logits
 
 
 # ----------------------------------------------------------------------------------------------
 # Grad-CAM and Grad-CAM++ for a one-unit sigmoid classifier
 # ----------------------------------------------------------------------------------------------
+METHODS: tuple[str, str] = ("gradcam", "gradcam++")
+CROP_LAYER_NAME = "centre_crop"  # a keras.layers.CenterCrop applied to the model's input, if any
+
+
 def _gradcam_parts(model, last_conv_layer_name: str | None):
     """(model image -> [conv activations, input of the output layer], output Dense layer)."""
     keras = _keras()
@@ -72,89 +75,173 @@ def _depends_on(tensor, source) -> bool:
     return False
 
 
-METHODS: tuple[str, str] = ("gradcam", "gradcam++")
+def input_crop_box(model) -> tuple[int, int, int, int]:
+    """(top, left, height, width) in input pixels of the part of the input the model sees.
+
+    A model whose layer ``centre_crop`` (``keras.layers.CenterCrop``) crops its input sees only that
+    central box (Keras puts it at ``(H - height) // 2``, ``(W - width) // 2``); its last convolution,
+    and so its Grad-CAM map, covers the box. Without such a layer: the whole input ``(0, 0, H, W)``.
+
+    Raises:
+        ValueError: the crop layer is not the model's first layer, or is larger than the input.
+    """
+    height, width = (int(side) for side in model.inputs[0].shape[1:3])
+    try:
+        crop = model.get_layer(CROP_LAYER_NAME)
+    except ValueError:
+        return 0, 0, height, width
+    first = next(layer for layer in model.layers if not isinstance(layer, _keras().layers.InputLayer))
+    if crop is not first or crop.height > height or crop.width > width:
+        raise ValueError(f"Model '{model.name}': layer '{CROP_LAYER_NAME}' must be the first layer, cropping the "
+                         f"{height} x {width} input to a box no larger, got {crop.height} x {crop.width}")
+    return (height - crop.height) // 2, (width - crop.width) // 2, crop.height, crop.width
 
 
-def _conv_and_logit_gradients(images, parts, output_layer, class_index, threshold):
-    """Forward once; return conv activations A (N, h, w, C) and d score / dA (float32), and
-    probabilities (N,) float64. Score = logit for PNEUMONIA, -logit for NORMAL; ``class_index`` None
-    explains the predicted class. ``parts`` and ``output_layer`` come from :func:`_gradcam_parts`.
+@dataclass
+class GradCamBatch:
+    """What :class:`GradCamExplainer` returns for N images.
 
-    Probabilities are the float64 sigmoid of the logits, so that the decision ``probability >=
-    threshold`` holds where a float32 sigmoid would saturate at 1.0 (logits beyond about 17)."""
-    import tensorflow as tf
+    ``logits``: float64 (N,), the PNEUMONIA logit (pre-sigmoid output); ``probabilities``: float64
+    (N,) sigmoid of the logits, the probability of PNEUMONIA in [0, 1]; ``explained``: int (N,) the
+    class each map explains (1 PNEUMONIA, 0 NORMAL); ``maps``: {method: float32 (N, H, W)} in [0, 1],
+    in the input's frame (the map upsampled bilinearly onto the box the model sees, zero outside it,
+    peak 1; all zero when the class has no positive evidence); ``conv_maps``: {method: float32 (N, h,
+    w)} in [0, 1], the same maps at the last convolution's resolution (covering that box only)."""
 
-    images = tf.convert_to_tensor(images, dtype=tf.float32)
-    with tf.GradientTape() as tape:
-        conv_out, penultimate = parts(images, training=False)
-        tape.watch(conv_out)
-        logits = tf.squeeze(tf.matmul(tf.cast(penultimate, tf.float32), tf.cast(output_layer.kernel, tf.float32))
-                            + tf.cast(output_layer.bias, tf.float32), axis=-1)
-        probabilities = sigmoid(logits.numpy())
-        if class_index is None:
-            explained = probabilities >= threshold
-        else:
-            explained = np.broadcast_to(class_index, probabilities.shape)
-        scores = tf.where(tf.constant(np.asarray(explained) == 1), logits, -logits)
-        total = tf.reduce_sum(scores)  # images are independent: d total / dA_i = d score_i / dA_i
-    grads = tape.gradient(total, conv_out)
-    return (np.asarray(conv_out, np.float32), np.asarray(grads, np.float32), probabilities)
+    logits: np.ndarray
+    probabilities: np.ndarray
+    explained: np.ndarray
+    maps: dict[str, np.ndarray]
+    conv_maps: dict[str, np.ndarray]
+
+    def subset(self, index: Sequence[int]) -> "GradCamBatch":
+        """The same for the images at ``index`` (positions), in that order."""
+        index = np.asarray(index, int)
+        return GradCamBatch(self.logits[index], self.probabilities[index], self.explained[index],
+                            {m: v[index] for m, v in self.maps.items()}, {m: v[index] for m, v in self.conv_maps.items()})
 
 
-def _maps_from_gradients(activations: np.ndarray, grads: np.ndarray, method: str) -> np.ndarray:
-    """Normalised maps (N, h, w) from activations and score gradients (N, h, w, C) by ``method``."""
-    if method == "gradcam":
-        weights = grads.mean(axis=(1, 2))
-    else:  # gradcam++: Chattopadhay et al. 2018, exponential-score closed form
-        grads_2, grads_3 = grads ** 2, grads ** 3
-        sum_activations = activations.sum(axis=(1, 2), keepdims=True)
-        denominator = 2 * grads_2 + sum_activations * grads_3
-        alphas = grads_2 / np.where(denominator != 0, denominator, 1.0)
-        weights = (alphas * np.maximum(grads, 0)).sum(axis=(1, 2))
-    return _normalise_maps(np.einsum("nhwc,nc->nhw", activations, weights))
+class GradCamExplainer:
+    """Grad-CAM and Grad-CAM++ of one model, built once (per app worker, per notebook model).
 
+    Builds the gradient sub-model (image -> last conv activations, output layer's input) once and
+    wraps one forward pass, the gradient of the class score with respect to the activations, the maps
+    of every method and their placement in the input frame in a compiled ``tf.function`` with a fixed
+    input signature (batch dimension None: any batch size runs the same graph, traced once).
 
-def _normalise_maps(cams: np.ndarray) -> np.ndarray:
-    """ReLU then scale each map (N, h, w) to [0, 1]; an all-zero map where nothing is positive."""
-    cams = np.maximum(cams, 0.0)
-    peak = cams.reshape(len(cams), -1).max(axis=1)
-    scale = np.where(peak > 0, peak, 1.0)
-    return (cams / scale[:, None, None]).astype(np.float32)
-
-
-def gradcam_maps(images, model, last_conv_layer_name: str | None = None,
-                 class_index: int | Sequence[int] | None = None, threshold: float = 0.5,
-                 methods: Sequence[str] = METHODS, batch_size: int = 16) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Maps of several methods from one forward pass per batch of ``batch_size`` images.
+    Class scores: the logit for PNEUMONIA, the negated logit for NORMAL (gradients of the logit, not
+    of the saturating sigmoid). Grad-CAM weights each channel by the mean gradient (Selvaraju et al.
+    2017); Grad-CAM++ by Chattopadhay et al. 2018's closed form for an exponential score.
 
     Args:
-        images: float32 (N, H, W, 3) in [0, 1] (224 x 224 for this project's models).
-        class_index: None explains the predicted class (probability >= threshold -> PNEUMONIA);
-            1 explains PNEUMONIA (score = logit); 0 explains NORMAL (score = -logit); an array (N,)
-            gives the class per image.
-        methods: any of "gradcam" (channel weights = mean gradient) and "gradcam++" (Chattopadhay
-            et al. 2018, with the exponential-score closed form).
-        batch_size: images per forward and backward pass; bounds the memory the gradient tape holds.
+        model: a Keras model (N, H, W, 3) -> Dense(1, sigmoid), this project's models take
+            (N, 224, 224, 3) RGB in [0, 1]; a ``centre_crop`` first layer is honoured
+            (:func:`input_crop_box`).
+        last_conv_layer_name: the layer whose activations are weighted; None: the last Conv2D or
+            SeparableConv2D.
+        methods: any of :data:`METHODS`.
+        compiled: False runs the same computation eagerly (no tracing cost: for a one-off call).
 
-    Returns:
-        ({method: float32 (N, h, w) in [0, 1] at the conv layer's resolution}, probabilities of
-        PNEUMONIA (N,) float64 from the same forward pass).
+    Raises:
+        ValueError: no single sigmoid output, unknown layer or method.
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise ValueError(f"Unknown method {unknown or list(methods)}: use 'gradcam' or 'gradcam++'")
-    images = np.asarray(images, np.float32)
-    classes = None if class_index is None else np.broadcast_to(np.asarray(class_index), (len(images),))
-    parts, output_layer = _gradcam_parts(model, last_conv_layer_name)
-    maps, probabilities = {m: [] for m in methods}, []
-    for start in range(0, len(images), batch_size):
-        chunk = slice(start, start + batch_size)
-        activations, grads, chunk_probabilities = _conv_and_logit_gradients(
-            images[chunk], parts, output_layer, None if classes is None else classes[chunk], threshold)
-        for method in methods:
-            maps[method].append(_maps_from_gradients(activations, grads, method))
-        probabilities.append(chunk_probabilities)
-    return {m: np.concatenate(v) for m, v in maps.items()}, np.concatenate(probabilities)
+
+    def __init__(self, model, last_conv_layer_name: str | None = None, methods: Sequence[str] = METHODS,
+                 compiled: bool = True):
+        import tensorflow as tf
+
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise ValueError(f"Unknown method {unknown or list(methods)}: use 'gradcam' or 'gradcam++'")
+        self.model, self.methods = model, tuple(methods)
+        self.last_conv_layer_name = last_conv_layer_name or models.last_conv_layer_name(model)
+        self._parts, output_layer = _gradcam_parts(model, self.last_conv_layer_name)
+        self._kernel, self._bias = output_layer.kernel, output_layer.bias
+        self.input_shape = tuple(int(side) for side in model.inputs[0].shape[1:])
+        self.box = input_crop_box(model)
+        images = tf.TensorSpec((None, *self.input_shape), tf.float32)
+        self._explain = self._explain_batch
+        self._logits = self._logits_batch
+        if compiled:
+            self._explain = tf.function(self._explain_batch, input_signature=[
+                images, tf.TensorSpec((None,), tf.int32), tf.TensorSpec((), tf.float64)])
+            self._logits = tf.function(self._logits_batch, input_signature=[images])
+
+    def _logits_from(self, penultimate):
+        import tensorflow as tf
+
+        flat = tf.reshape(tf.cast(penultimate, tf.float32), (tf.shape(penultimate)[0], -1))
+        return tf.squeeze(tf.matmul(flat, tf.cast(self._kernel, tf.float32)) + tf.cast(self._bias, tf.float32), -1)
+
+    def _logits_batch(self, images):
+        return self._logits_from(self._parts(images, training=False)[1])
+
+    def _explain_batch(self, images, classes, threshold):
+        import tensorflow as tf
+
+        images = tf.convert_to_tensor(images, tf.float32)  # the eager path gets arrays
+        with tf.GradientTape() as tape:
+            tape.watch(images)  # records every op after the input, whatever the layers' trainable flags
+            activations, penultimate = self._parts(images, training=False)
+            logits = self._logits_from(penultimate)
+            predicted = tf.cast(tf.math.sigmoid(tf.cast(logits, tf.float64)) >= threshold, tf.int32)
+            explained = tf.where(classes < 0, predicted, classes)
+            total = tf.reduce_sum(tf.where(explained == 1, logits, -logits))  # d total / dA_i = d score_i / dA_i
+        grads = tf.cast(tape.gradient(total, activations), tf.float32)
+        activations = tf.cast(activations, tf.float32)
+        cams = {method: self._cam(activations, grads, method) for method in self.methods}
+        frame = self.input_shape[:2]
+        return (logits, explained, {m: _peak_normalised(c) for m, c in cams.items()},
+                {m: _peak_normalised(place_in_frame(c, self.box, frame)) for m, c in cams.items()})
+
+    @staticmethod
+    def _cam(activations, grads, method: str):
+        """ReLU of the weighted sum of activations (N, h, w, C) -> (N, h, w), not normalised."""
+        import tensorflow as tf
+
+        if method == "gradcam":
+            weights = tf.reduce_mean(grads, axis=(1, 2))
+        else:  # gradcam++: Chattopadhay et al. 2018, exponential-score closed form
+            grads_2 = grads * grads
+            denominator = 2 * grads_2 + tf.reduce_sum(activations, axis=(1, 2), keepdims=True) * grads_2 * grads
+            alphas = grads_2 / tf.where(denominator != 0, denominator, tf.ones_like(denominator))
+            weights = tf.reduce_sum(alphas * tf.nn.relu(grads), axis=(1, 2))
+        return tf.nn.relu(tf.einsum("nhwc,nc->nhw", activations, weights))
+
+    def __call__(self, images, class_index: int | Sequence[int] | None = None, threshold: float = 0.5,
+                 batch_size: int = 32) -> GradCamBatch:
+        """Maps of every method, with the predictions of the same forward pass.
+
+        Args:
+            images: float32 (N, H, W, 3), for this project's models (N, 224, 224, 3) RGB in [0, 1].
+            class_index: None explains the predicted class (probability >= threshold -> PNEUMONIA);
+                1 explains PNEUMONIA; 0 NORMAL; an array (N,) gives the class per image.
+            threshold: probability of PNEUMONIA from which an image is predicted PNEUMONIA (the
+                float64 sigmoid decides, so that logits beyond about 17 still compare correctly).
+            batch_size: images per compiled call; bounds the memory of one call.
+        """
+        images = np.asarray(images, np.float32)
+        classes = np.broadcast_to(np.asarray(-1 if class_index is None else class_index, np.int32), (len(images),))
+        parts = [self._explain(images[start:start + batch_size], classes[start:start + batch_size], float(threshold))
+                 for start in range(0, len(images), batch_size)]
+        logits = np.concatenate([np.asarray(p[0], np.float64) for p in parts])
+        return GradCamBatch(logits, sigmoid(logits), np.concatenate([np.asarray(p[1]) for p in parts]),
+                            {m: np.concatenate([np.asarray(p[3][m]) for p in parts]) for m in self.methods},
+                            {m: np.concatenate([np.asarray(p[2][m]) for p in parts]) for m in self.methods})
+
+    def logits(self, images, batch_size: int = 32) -> np.ndarray:
+        """PNEUMONIA logits float64 (N,) of images (N, H, W, 3): forward passes only, compiled."""
+        images = np.asarray(images, np.float32)
+        return np.concatenate([np.asarray(self._logits(images[start:start + batch_size]), np.float64)
+                               for start in range(0, len(images), batch_size)]) if len(images) else np.empty(0)
+
+
+def _peak_normalised(maps):
+    """Maps (N, h, w) >= 0 divided by their peak: values in [0, 1]; all zero where a map is all zero."""
+    import tensorflow as tf
+
+    peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
+    return maps / tf.where(peak > 0, peak, tf.ones_like(peak))
 
 
 def make_gradcam_heatmaps(images, model, last_conv_layer_name: str | None = None,
@@ -162,18 +249,20 @@ def make_gradcam_heatmaps(images, model, last_conv_layer_name: str | None = None
                           method: str = "gradcam") -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM (or Grad-CAM++) maps of a batch, with the predictions of the same forward pass.
 
-    One method of :func:`gradcam_maps` (same arguments).
+    A one-off :class:`GradCamExplainer` run eagerly (arguments as there); for repeated calls build
+    the explainer once instead.
 
     Returns:
-        (heatmaps float32 (N, h, w) in [0, 1] at the conv layer's resolution, probabilities (N,)).
+        (heatmaps float32 (N, H, W) in [0, 1] in the input's frame, probabilities of PNEUMONIA (N,) float64).
     """
-    maps, probabilities = gradcam_maps(images, model, last_conv_layer_name, class_index, threshold, (method,))
-    return maps[method], probabilities
+    result = GradCamExplainer(model, last_conv_layer_name, (method,), compiled=False)(images, class_index, threshold)
+    return result.maps[method], result.probabilities
 
 
 def make_gradcam_heatmap(img_array, model, last_conv_layer_name: str | None = None,
                          pred_index: int | None = None, threshold: float = 0.5) -> np.ndarray:
-    """Grad-CAM map float32 (h, w) in [0, 1] of one image ``img_array`` (1, 224, 224, 3).
+    """Grad-CAM map float32 (H, W) in [0, 1] of one image ``img_array`` (1, 224, 224, 3), in the
+    input's frame.
 
     The original study's signature. Gradients are of the logit (not the saturating sigmoid);
     ``pred_index`` None explains the predicted class, 1 PNEUMONIA, 0 NORMAL (negated logit).
@@ -238,52 +327,120 @@ def balanced_sample(index: pd.DataFrame, per_class: int, seed: int = 0, split: s
 
 
 # ----------------------------------------------------------------------------------------------
-# Deletion and insertion: remove or reveal pixels in a map's order vs a random order
+# Deletion and insertion (Petsiuk et al. 2018) against baselines of the map's own shape
 # ----------------------------------------------------------------------------------------------
-TOP_K_FRACTIONS: tuple[float, ...] = (0.1, 0.2)  # the top-k masking test: points of the deletion curve
+DELETION_FILLS: tuple[str, str] = ("mean", "zeros")
 
 
-def upsample_maps(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Maps (N, h, w) resized bilinearly to ``size`` (H, W) pixels: float32 (N, H, W)."""
+@dataclass(frozen=True)
+class CurveSettings:
+    """How the deletion and insertion curves and their baselines are drawn.
+
+    steps: curve points at 0, 1/steps, ..., 1 of the input's pixels (RISE steps 224 pixels of 224 x
+    224 at a time, 224 steps). deletion_fill: what a deleted pixel becomes, ``"mean"`` the image's
+    mean colour (RISE deletes to 0 after ImageNet normalisation, which is the data set's mean colour)
+    or ``"zeros"`` (black). insertion_blur_sigma: pixels, the Gaussian blur of the canvas insertion
+    starts from (RISE: an 11 x 11 kernel, sigma 5). baseline_draws: shifted-and-flipped copies of each
+    map (the same-shape baseline). draws_per_point: copies scored at each curve point, taken in turn
+    (``baseline_draws`` scores every copy at every point: the mean of the copies' curves; fewer cost
+    less and estimate the same mean curve, unbiased, with each copy giving every
+    ``baseline_draws / draws_per_point``-th point). seed: of the copies, the noise baseline and the
+    bootstrap.
+    """
+
+    steps: int = 50
+    deletion_fill: str = "mean"
+    insertion_blur_sigma: float = 5.0
+    baseline_draws: int = 10
+    draws_per_point: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 2:
+            raise ValueError(f"steps must be at least 2, got {self.steps}")
+        if self.deletion_fill not in DELETION_FILLS:
+            raise ValueError(f"Unknown deletion_fill '{self.deletion_fill}': use one of {DELETION_FILLS}")
+        if not 1 <= self.draws_per_point <= self.baseline_draws:
+            raise ValueError(f"Need 1 <= draws_per_point <= baseline_draws, got {self.draws_per_point} and "
+                             f"{self.baseline_draws}")
+
+    def columns(self) -> dict[str, object]:
+        """The settings as the summary table's columns."""
+        return {"deletion_fill": self.deletion_fill, "insertion_blur_sigma": self.insertion_blur_sigma,
+                "curve_steps": self.steps, "baseline_draws": self.baseline_draws,
+                "baseline_draws_per_point": self.draws_per_point}
+
+
+def place_in_frame(maps, box: tuple[int, int, int, int], frame: tuple[int, int]):
+    """Maps (N, h, w) resized bilinearly to the box (top, left, height, width) and padded with zeros to
+    ``frame`` (H, W): float32 (N, H, W), a tf.Tensor (runs inside a compiled function or eagerly)."""
     import tensorflow as tf
 
-    heatmaps = np.asarray(heatmaps, np.float32)
-    return tf.image.resize(heatmaps[..., None], size, method="bilinear").numpy()[..., 0]
+    top, left, height, width = box
+    resized = tf.image.resize(tf.convert_to_tensor(maps, tf.float32)[..., None], (height, width), method="bilinear")
+    return tf.pad(resized[..., 0], [[0, 0], [top, frame[0] - top - height], [left, frame[1] - left - width]])
 
 
-def smooth_random_maps(count: int, map_shape: tuple[int, int], size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """Uniform random maps at a map's own resolution ``map_shape`` (h, w), upsampled like the maps
-    to ``size`` (H, W): float32 (count, H, W). Their top pixels form blobs of a map cell's size, so
-    a random order made from them removes pixels in regions shaped like a map's, not scattered."""
+def noise_maps(count: int, cells: tuple[int, int], box: tuple[int, int, int, int], frame: tuple[int, int],
+               seed: int = 0) -> np.ndarray:
+    """The scattered-noise baseline (the old one): uniform noise, independent per map cell (``cells``
+    (h, w), the map's resolution), placed like a map: float32 (count, H, W), zero outside the box.
+    Its top pixels form many blobs of a cell's size spread over the box."""
     rng = np.random.default_rng(seed)
-    return upsample_maps(rng.random((count, *map_shape), dtype=np.float32), size)
+    return np.asarray(place_in_frame(rng.random((count, *cells), dtype=np.float32), box, frame))
 
 
-def pixel_orders(maps: np.ndarray, tie_breaker: np.ndarray) -> np.ndarray:
-    """Flat pixel indices (N, H*W) of maps (N, H, W), highest value first; equal values (a map's
-    zero region) are ordered by ``tie_breaker`` (N, H, W), highest first."""
-    n = len(maps)
-    return np.lexsort((-tie_breaker.reshape(n, -1), -maps.reshape(n, -1)), axis=-1)
+def shifted_maps(maps: np.ndarray, box: tuple[int, int, int, int], draws: int, seed: int = 0) -> np.ndarray:
+    """The same-shape baseline: each map (N, H, W) ``draws`` times flipped (up-down and left-right,
+    each with probability 1/2) and shifted circularly by a uniform random offset inside the box (top,
+    left, height, width); zero outside it. float32 (N, draws, H, W): the same values as the map, so
+    regions of the same size and compactness, at random places."""
+    rng = np.random.default_rng(seed)
+    top, left, height, width = box
+    out = np.zeros((len(maps), draws, *maps.shape[1:]), np.float32)
+    for i, heatmap in enumerate(np.asarray(maps, np.float32)[:, top:top + height, left:left + width]):
+        for d in range(draws):
+            flipped = heatmap[::rng.choice((1, -1)), ::rng.choice((1, -1))]
+            out[i, d, top:top + height, left:left + width] = np.roll(
+                flipped, (rng.integers(height), rng.integers(width)), axis=(0, 1))
+    return out
 
 
-def top_k_masks(orders: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarray:
-    """Boolean masks (N, H, W) of the first ``k`` pixels of each order (N, H*W): exactly k pixels each."""
-    masks = np.zeros(orders.shape, bool)
-    np.put_along_axis(masks, orders[:, :k], True, axis=1)
-    return masks.reshape(len(orders), *size)
+def pixel_ranks(maps: np.ndarray, tie_breaker: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Removal rank of every pixel, int32 of the shape of ``maps`` (N, ..., H, W): 0 goes first.
+
+    Pixels inside the box (top, left, height, width) come first, by map value (highest first), equal
+    values (a map's zero region) by ``tie_breaker`` (N, H, W, highest first); pixels outside the box,
+    which the model never sees, come last. The same tie-breaker for a map and its baselines makes an
+    empty map rank exactly like its baselines."""
+    maps = np.asarray(maps, np.float32)
+    height, width = maps.shape[-2:]
+    top, left, box_height, box_width = box
+    outside = np.ones((height, width), bool)
+    outside[top:top + box_height, left:left + box_width] = False
+    flat = maps.reshape(len(maps), -1, height * width)
+    ties = np.broadcast_to(np.asarray(tie_breaker, np.float32).reshape(len(maps), 1, -1), flat.shape)
+    order = np.lexsort((-ties, -flat, np.broadcast_to(outside.ravel(), flat.shape)), axis=-1)
+    ranks = np.empty(flat.shape, np.int32)
+    np.put_along_axis(ranks, order, np.arange(height * width, dtype=np.int32)[None, None], axis=-1)
+    return ranks.reshape(maps.shape)
 
 
-def baseline_images(images: np.ndarray, fill: str = "blur", blur_sigma: float = 10.0) -> np.ndarray:
-    """What a removed pixel becomes (N, H, W, 3): ``"blur"`` a Gaussian blur of the image
-    (``blur_sigma`` in pixels), ``"mean"`` the image's mean colour."""
-    from scipy.ndimage import gaussian_filter
-
+def deletion_images(images: np.ndarray, fill: str) -> np.ndarray:
+    """What deletion turns each image (N, H, W, 3) into: ``"zeros"`` black, ``"mean"`` its mean colour."""
     images = np.asarray(images, np.float32)
-    if fill == "blur":
-        return gaussian_filter(images, sigma=(0, blur_sigma, blur_sigma, 0), mode="nearest")
+    if fill == "zeros":
+        return np.zeros_like(images)
     if fill == "mean":
         return np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape).copy()
-    raise ValueError(f"Unknown fill '{fill}': use 'blur' or 'mean'")
+    raise ValueError(f"Unknown fill '{fill}': use one of {DELETION_FILLS}")
+
+
+def blurred_images(images: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur (``sigma`` pixels, edges repeated) of images (N, H, W, 3): insertion's canvas."""
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(np.asarray(images, np.float32), sigma=(0, sigma, sigma, 0), mode="nearest")
 
 
 def explained_score(probabilities: np.ndarray, explained: np.ndarray) -> np.ndarray:
@@ -291,109 +448,127 @@ def explained_score(probabilities: np.ndarray, explained: np.ndarray) -> np.ndar
     return np.where(np.asarray(explained) == 1, probabilities, 1.0 - probabilities)
 
 
-def curve_fractions(steps: int, extra: Sequence[float] = TOP_K_FRACTIONS) -> np.ndarray:
-    """Fractions of pixels removed / revealed: 0, 1/steps, ..., 1 plus ``extra`` (sorted, unique)."""
-    if steps < 2:
-        raise ValueError(f"steps must be at least 2, got {steps}")
-    return np.unique(np.round(np.concatenate([np.linspace(0.0, 1.0, steps + 1), np.asarray(extra, np.float64)]), 12))
+def curve_fractions(steps: int) -> np.ndarray:
+    """Fractions of the input's pixels removed / revealed: 0, 1/steps, ..., 1 (float64, steps + 1)."""
+    return np.linspace(0.0, 1.0, steps + 1)
 
 
-def deletion_insertion_curves(model, images: np.ndarray, orders: dict[str, np.ndarray], explained: np.ndarray,
-                              fractions: np.ndarray, fill: str = "blur",
-                              batch_size: int = 32) -> dict[str, dict[str, np.ndarray]]:
-    """Score of the explained class as pixels are removed (deletion) or revealed (insertion).
+def deletion_insertion_curves(explainer: "GradCamExplainer", images: np.ndarray, ranks: dict[str, np.ndarray],
+                              explained: np.ndarray, settings: CurveSettings) -> dict[str, dict[str, np.ndarray]]:
+    """Score of the explained class as pixels are deleted, or inserted, in the order of each ranking.
 
-    Deletion at fraction f: the first f of each order's pixels replaced by :func:`baseline_images`;
-    insertion: the baseline image with those pixels restored. Every order and both kinds are scored
-    in one batch per fraction; fractions 0 and 1 are the image and the baseline, shared by all orders.
+    Deletion at fraction f: the f * H * W pixels of lowest rank replaced by :func:`deletion_images`;
+    insertion: the :func:`blurred_images` canvas with those pixels restored. A ranking with D draws
+    (N, D, H, W) is scored at point j on ``settings.draws_per_point`` of them, taken in turn, and
+    averaged. All rankings and both kinds of one point go through the model together (one batched call
+    per point). Points where only pixels outside the model's box change are not run: they equal the
+    fully deleted (the fill image) or fully inserted (the image) end.
 
     Args:
-        images: float32 (N, H, W, 3) in [0, 1]; orders: {name: flat pixel indices (N, H*W)};
-        explained: class (N,) whose probability is the score; fractions: (S,) in [0, 1].
+        explainer: the model's :class:`GradCamExplainer` (its compiled forward pass and box).
+        images: float32 (N, H, W, 3) in [0, 1]; ranks: {name: int (N, H, W) or (N, D, H, W)} from
+            :func:`pixel_ranks`; explained: class (N,) whose probability is the score.
 
     Returns:
-        {name: {"deletion": (N, S), "insertion": (N, S)}} probabilities of the explained class
-        (float64 sigmoid of the model's logits: distinct even where a float32 sigmoid saturates).
+        {name: {"deletion": (N, S), "insertion": (N, S)}} probabilities of the explained class at
+        :func:`curve_fractions` (S = steps + 1), float64.
     """
     images = np.asarray(images, np.float32)
     n, height, width = images.shape[:3]
-    baseline = baseline_images(images, fill)
-    names = list(orders)
+    deleted, canvas = deletion_images(images, settings.deletion_fill), blurred_images(images, settings.insertion_blur_sigma)
+    ranks = {name: r if r.ndim == 4 else r[:, None] for name, r in ranks.items()}
+    seen = explainer.box[2] * explainer.box[3]  # pixels the model sees: ranked first
 
     def score(batch: np.ndarray, copies: int) -> np.ndarray:
-        return explained_score(sigmoid(predict_logits(model, batch, batch_size)), np.tile(explained, copies))
+        return explained_score(sigmoid(explainer.logits(batch)), np.tile(explained, copies))
 
-    full, empty = score(images, 1), score(baseline, 1)
+    full, empty, blurred = score(images, 1), score(deleted, 1), score(canvas, 1)
+    fractions = curve_fractions(settings.steps)
     curves = {name: {"deletion": np.empty((n, len(fractions))), "insertion": np.empty((n, len(fractions)))}
-              for name in names}
+              for name in ranks}
     for j, fraction in enumerate(fractions):
         k = int(round(fraction * height * width))
-        if k in (0, height * width):
-            for name in names:
+        if k == 0 or k >= seen:
+            for name in ranks:
                 curves[name]["deletion"][:, j] = full if k == 0 else empty
-                curves[name]["insertion"][:, j] = empty if k == 0 else full
+                curves[name]["insertion"][:, j] = blurred if k == 0 else full
             continue
-        batch = []
-        for name in names:
-            mask = top_k_masks(orders[name], k, (height, width))[..., None]
-            batch += [np.where(mask, baseline, images), np.where(mask, images, baseline)]
-        scores = score(np.concatenate(batch), len(batch)).reshape(len(names), 2, n)
-        for i, name in enumerate(names):
-            curves[name]["deletion"][:, j], curves[name]["insertion"][:, j] = scores[i]
+        batch, counts = [], []
+        for name, rank in ranks.items():
+            draws = min(settings.draws_per_point, rank.shape[1])
+            chosen = [(j * draws + i) % rank.shape[1] for i in range(draws)]
+            masks = (rank[:, chosen] < k)[..., None]  # (N, draws, H, W, 1)
+            batch += [np.where(masks, deleted[:, None], images[:, None]).swapaxes(0, 1).reshape(-1, height, width, 3),
+                      np.where(masks, images[:, None], canvas[:, None]).swapaxes(0, 1).reshape(-1, height, width, 3)]
+            counts.append(draws)
+        scores = score(np.concatenate(batch), 2 * sum(counts))
+        start = 0
+        for name, draws in zip(ranks, counts):
+            for kind in ("deletion", "insertion"):
+                curves[name][kind][:, j] = scores[start:start + draws * n].reshape(draws, n).mean(axis=0)
+                start += draws * n
     return curves
 
 
 def curve_area(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
-    """Area (N,) under curves (N, S) over fractions 0 -> 1 (trapezoids): the mean score, in [0, 1]."""
+    """Area (N,) under curves (N, S) over fractions 0 -> 1 by the trapezoid rule: the mean score, in [0, 1]."""
     return np.trapezoid(curves, fractions, axis=1)
 
 
+@dataclass
+class FaithfulnessResult:
+    """Per-image check numbers and the curves they come from.
+
+    ``per_image``: one row per (image, method), columns in :func:`faithfulness` and
+    :func:`gradcam_checks`; ``fractions`` (S,); ``curves``: {method, "<method> shifted" or "noise":
+    {"deletion"/"insertion": (N, S)}}; ``settings``: how they were drawn."""
+
+    per_image: pd.DataFrame
+    fractions: np.ndarray
+    curves: dict[str, dict[str, np.ndarray]]
+    settings: CurveSettings
+
+
+def faithfulness(explainer: "GradCamExplainer", images: np.ndarray, batch: GradCamBatch,
+                 settings: CurveSettings = CurveSettings()) -> FaithfulnessResult:
+    """Deletion and insertion areas of each method's maps and of two baselines, per image.
+
+    Baselines: ``shifted``, the map itself shifted and flipped inside the box (:func:`shifted_maps`,
+    ``settings.baseline_draws`` copies: same shape, random place); ``noise``, the old scattered-noise
+    order (:func:`noise_maps`, one per image, shared by the methods). The noise map also breaks ties
+    in every ranking. A faithful map: deletion area below its baselines', insertion area above.
+
+    Args:
+        explainer, batch: the model's explainer and its output for ``images`` (float32 (N, H, W, 3)).
+
+    Returns:
+        :class:`FaithfulnessResult` whose ``per_image`` has image (position), method, deletion_auc,
+        deletion_auc_shifted, deletion_auc_noise and the same three for insertion.
+    """
+    frame = tuple(images.shape[1:3])
+    cells = next(iter(batch.conv_maps.values())).shape[1:]
+    noise = noise_maps(len(images), cells, explainer.box, frame, settings.seed)
+    ranks = {"noise": pixel_ranks(noise, noise, explainer.box)}
+    for i, (method, maps) in enumerate(batch.maps.items()):
+        ranks[method] = pixel_ranks(maps, noise, explainer.box)
+        shifted = shifted_maps(maps, explainer.box, settings.baseline_draws, settings.seed + 1 + i)
+        ranks[f"{method} shifted"] = pixel_ranks(shifted, noise, explainer.box)
+    curves = deletion_insertion_curves(explainer, images, ranks, batch.explained, settings)
+    fractions = curve_fractions(settings.steps)
+    areas = {name: {kind: curve_area(c, fractions) for kind, c in kinds.items()} for name, kinds in curves.items()}
+    frames = [pd.DataFrame({"image": np.arange(len(images)), "method": method,
+                            **{f"{kind}_auc{suffix}": areas[name][kind] for kind in ("deletion", "insertion")
+                               for suffix, name in (("", method), ("_shifted", f"{method} shifted"), ("_noise", "noise"))}})
+              for method in batch.maps]
+    return FaithfulnessResult(pd.concat(frames, ignore_index=True), fractions, curves, settings)
+
+
 # ----------------------------------------------------------------------------------------------
-# Verdict rules: one-sided sign tests over images
+# Sanity and borders
 # ----------------------------------------------------------------------------------------------
-ALPHA = 0.05
 RANK_CORR_LIMIT = 0.5  # the sanity check: a map "differs" from the random network's below this
 
 
-def sign_test_p(successes: int, n: int) -> float:
-    """One-sided sign test: P(X >= successes) for X ~ Binomial(n, 1/2); 1.0 when n is 0."""
-    from scipy.stats import binom
-
-    return float(binom.sf(successes - 1, n, 0.5)) if n > 0 else 1.0
-
-
-def passes_sign_test(successes: int, n: int, alpha: float = ALPHA) -> bool | None:
-    """Whether ``successes`` of ``n`` images are significantly more than half (sign_test_p < alpha);
-    None when n is too small for any result to be significant (0.5 ** n >= alpha: n < 5 at 0.05)."""
-    if 0.5 ** n >= alpha:
-        return None
-    return sign_test_p(successes, n) < alpha
-
-
-def faithfulness_verdict(deletion_wins: int, insertion_wins: int, n: int, alpha: float = ALPHA) -> str:
-    """Faithfulness verdict from the images (of ``n``) where the map beat random on deletion and on
-    insertion: "faithful" when both pass :func:`passes_sign_test`, "partly faithful (deletion)" or
-    "partly faithful (insertion)" when one does, "not faithful" when neither, "too few images" when
-    ``n`` is too small to decide."""
-    deletion, insertion = passes_sign_test(deletion_wins, n, alpha), passes_sign_test(insertion_wins, n, alpha)
-    if deletion is None:
-        return "too few images"
-    if deletion and insertion:
-        return "faithful"
-    if deletion or insertion:
-        return f"partly faithful ({'deletion' if deletion else 'insertion'})"
-    return "not faithful"
-
-
-def _yes_no_verdict(successes: int, n: int, yes: str, no: str, alpha: float = ALPHA) -> str:
-    """``yes`` / ``no`` by :func:`passes_sign_test`, "too few images" when it cannot decide."""
-    result = passes_sign_test(successes, n, alpha)
-    return "too few images" if result is None else (yes if result else no)
-
-
-# ----------------------------------------------------------------------------------------------
-# Checks that make Grad-CAM maps trustworthy
-# ----------------------------------------------------------------------------------------------
 def randomised_copy(model, seed: int = 0):
     """Same architecture with freshly initialised weights (the model-randomisation sanity check)."""
     keras = _keras()
@@ -401,20 +576,24 @@ def randomised_copy(model, seed: int = 0):
     return keras.models.clone_model(model)
 
 
-def map_rank_correlation(maps_a: np.ndarray, maps_b: np.ndarray) -> np.ndarray:
-    """Spearman rank correlation per pair of maps (N, h, w); NaN where a map is constant."""
+def map_rank_correlation(maps: np.ndarray, random_maps: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation (N,) of each map (N, h, w) with its random-weights network's map.
+
+    0 where the random network's map is constant and the map is not (no rank agreement: they
+    differ, which is what the check asks); NaN where the map itself is constant (an empty map shows
+    nothing to check)."""
     from scipy.stats import spearmanr
 
     out = []
-    for a, b in zip(maps_a, maps_b):
+    for a, b in zip(maps, random_maps):
         a, b = a.ravel(), b.ravel()
-        out.append(np.nan if a.std() == 0 or b.std() == 0 else spearmanr(a, b).statistic)
+        out.append(np.nan if a.std() == 0 else 0.0 if b.std() == 0 else spearmanr(a, b).statistic)
     return np.asarray(out, dtype=np.float64)
 
 
-def border_mass(heatmaps: np.ndarray, border: float = 0.1) -> np.ndarray:
-    """Share (N,) of each map's mass in the outer frame (``border`` of each side) where text
-    markers and collimation edges sit; 0.36 for a uniform map with border 0.1 (when 10% of the
+def border_share(heatmaps: np.ndarray, border: float = 0.1) -> np.ndarray:
+    """Share (N,) of each map's mass (N, H, W) in the outer frame (``border`` of each side) where
+    text markers and collimation edges sit; 0.36 for a uniform map with border 0.1 (when 10% of the
     side is a whole number of pixels). NaN for empty maps."""
     heatmaps = np.asarray(heatmaps, np.float64)
     _, height, width = heatmaps.shape
@@ -425,164 +604,338 @@ def border_mass(heatmaps: np.ndarray, border: float = 0.1) -> np.ndarray:
     return np.where(total > 0, (heatmaps * mask).sum(axis=(1, 2)) / np.where(total > 0, total, 1), np.nan)
 
 
-@dataclass
-class FaithfulnessResult:
-    """Per-image faithfulness numbers and the curves they come from.
-
-    ``per_image``: one row per (image, map set) with columns image (position), method,
-    deletion_auc, deletion_auc_random, insertion_auc, insertion_auc_random, drop_top10,
-    drop_random10, drop_top20, drop_random20 (for TOP_K_FRACTIONS); ``fractions`` (S,);
-    ``curves``: {map set or "random": {"deletion"/"insertion": (N, S)}}."""
-
-    per_image: pd.DataFrame
-    fractions: np.ndarray
-    curves: dict[str, dict[str, np.ndarray]]
-
-
-def faithfulness(model, images: np.ndarray, maps: dict[str, np.ndarray], explained: np.ndarray,
-                 steps: int = 10, fill: str = "blur", seed: int = 0) -> FaithfulnessResult:
-    """Deletion and insertion curves of each map set against a random order of the same shape.
-
-    The random order ranks the pixels of :func:`smooth_random_maps` at the maps' resolution (one
-    per image, shared by all map sets); it also breaks ties inside a map's zero region, so an empty
-    map scores exactly like random. A faithful map has a lower deletion area and a higher
-    insertion area than random. ``drop_topXX`` / ``drop_randomXX``: fall of the explained class's
-    probability when the map's top XX% of pixels, or as many in the random order (the top of a
-    smooth random map: same pixel count, blobs of the map's scale), are removed.
-
-    Args:
-        images: float32 (N, H, W, 3) in [0, 1]; maps: {name: (N, h, w)} all at one resolution;
-        explained: class (N,) each map explains; steps: curve points are 0, 1/steps, ..., 1 and
-        TOP_K_FRACTIONS; fill: "blur" or "mean" (:func:`baseline_images`).
-    """
-    size = tuple(images.shape[1:3])
-    map_shape = next(iter(maps.values())).shape[1:]
-    random_maps = smooth_random_maps(len(images), map_shape, size, seed)
-    orders = {name: pixel_orders(upsample_maps(m, size), random_maps) for name, m in maps.items()}
-    orders["random"] = pixel_orders(random_maps, random_maps)
-    fractions = curve_fractions(steps)
-    curves = deletion_insertion_curves(model, images, orders, explained, fractions, fill)
-    frames = []
-    for name in maps:
-        row = {"image": np.arange(len(images)), "method": name}
-        for kind in ("deletion", "insertion"):
-            row[f"{kind}_auc"] = curve_area(curves[name][kind], fractions)
-            row[f"{kind}_auc_random"] = curve_area(curves["random"][kind], fractions)
-        for fraction in TOP_K_FRACTIONS:
-            j = int(np.flatnonzero(np.isclose(fractions, fraction))[0])
-            for label, order in (("top", name), ("random", "random")):
-                deletion = curves[order]["deletion"]
-                row[f"drop_{label}{round(fraction * 100)}"] = deletion[:, 0] - deletion[:, j]
-        frames.append(pd.DataFrame(row))
-    return FaithfulnessResult(pd.concat(frames, ignore_index=True), fractions, curves)
-
-
-def gradcam_checks(model, images: np.ndarray, y_true: Sequence[int], maps: dict[str, np.ndarray],
-                   probabilities: np.ndarray, threshold: float, last_conv_layer_name: str | None = None,
-                   steps: int = 10, fill: str = "blur", seed: int = 0) -> FaithfulnessResult:
+def gradcam_checks(explainer: "GradCamExplainer", images: np.ndarray, y_true: Sequence[int], batch: GradCamBatch,
+                   settings: CurveSettings = CurveSettings(),
+                   curve_images: Sequence[int] | None = None) -> FaithfulnessResult:
     """All trust checks of one model's maps, per image (summarise with :func:`summarise_gradcam_checks`).
 
     Args:
-        images: float32 (N, 224, 224, 3); y_true: labels (N,); maps, probabilities: from
-            :func:`gradcam_maps` of these images explaining the predicted class at ``threshold``.
+        explainer: the model's :class:`GradCamExplainer`; images: float32 (N, 224, 224, 3) in [0, 1];
+            y_true: labels (N,); batch: ``explainer(images, threshold=...)``, the maps of the
+            predicted class; curve_images: positions of the images that get deletion and insertion
+            curves (by far the costliest check; None: all); the others' areas are NaN.
 
     Returns:
-        :class:`FaithfulnessResult` whose ``per_image`` also has: true, predicted, correct;
-        rank_corr_random_weights (Spearman correlation with the maps of the same architecture with
-        random weights, same class explained; Adebayo et al. 2018); border_mass (share of the map,
-        upsampled to the image, in the outer 10% frame; 0.354 for a uniform 224 x 224 map); empty_map (no
-        positive evidence).
+        :class:`FaithfulnessResult` (:func:`faithfulness` of the curve images, ``image`` their
+        position in ``images``) whose ``per_image`` has a row per image and method, and also true_class,
+        predicted_class (names), probability (of PNEUMONIA), correct; rank_corr_random_weights
+        (:func:`map_rank_correlation` with the maps, same class, of the architecture with random
+        weights at the convolution's resolution; Adebayo et al. 2018) and random_map_constant;
+        border_share (:func:`border_share` in the input frame) and border_share_uniform (that of a
+        map uniform over the box the model sees: 0.354 for the whole 224 x 224 input, 0.157 for its
+        central 196 x 196); empty_map (no positive evidence).
     """
     y_true = np.asarray(y_true).astype(int)
-    predicted = (np.asarray(probabilities) >= threshold).astype(int)
-    random_maps, _ = gradcam_maps(images, randomised_copy(model, seed), last_conv_layer_name,
-                                  class_index=predicted, methods=list(maps))
-    result = faithfulness(model, images, maps, predicted, steps, fill, seed)
-    extra = []
-    for name, heatmaps in maps.items():
-        extra.append(pd.DataFrame({
-            "true": y_true, "predicted": predicted, "correct": predicted == y_true,
-            "rank_corr_random_weights": map_rank_correlation(heatmaps, random_maps[name]),
-            "border_mass": border_mass(upsample_maps(heatmaps, tuple(images.shape[1:3]))),
-            "empty_map": heatmaps.reshape(len(heatmaps), -1).max(axis=1) == 0}))
-    result.per_image = pd.concat([result.per_image, pd.concat(extra, ignore_index=True)], axis=1)
+    random_explainer = GradCamExplainer(randomised_copy(explainer.model, settings.seed),
+                                        explainer.last_conv_layer_name, tuple(batch.maps))
+    random_batch = random_explainer(images, class_index=batch.explained)
+    curve_index = np.arange(len(images)) if curve_images is None else np.asarray(curve_images, int)
+    result = faithfulness(explainer, images[curve_index], batch.subset(curve_index), settings)
+    result.per_image["image"] = curve_index[result.per_image["image"]]
+    cells = next(iter(batch.conv_maps.values())).shape[1:]
+    uniform = float(border_share(np.asarray(place_in_frame(np.ones((1, *cells)), explainer.box, images.shape[1:3])))[0])
+    names = np.asarray(CLASS_NAMES)
+    extra = [pd.DataFrame({
+        "image": np.arange(len(images)), "method": method, "true_class": names[y_true], "predicted_class": names[batch.explained], "probability": batch.probabilities,
+        "correct": batch.explained == y_true,
+        "rank_corr_random_weights": map_rank_correlation(batch.conv_maps[method], random_batch.conv_maps[method]),
+        "random_map_constant": random_batch.conv_maps[method].reshape(len(images), -1).std(axis=1) == 0,
+        "border_share": border_share(batch.maps[method]), "border_share_uniform": uniform,
+        "empty_map": batch.conv_maps[method].reshape(len(images), -1).max(axis=1) == 0}) for method in batch.maps]
+    result.per_image = pd.concat(extra, ignore_index=True).merge(result.per_image, on=["image", "method"], how="left")
     return result
 
 
-def _summary_row(rows: pd.DataFrame, alpha: float) -> dict:
-    """Counts, means, wins over random and verdicts of one group of per-image check rows."""
+# ----------------------------------------------------------------------------------------------
+# Verdicts: effect with a bootstrap interval, sign tests with Holm's correction
+# ----------------------------------------------------------------------------------------------
+ALPHA = 0.05
+BOOTSTRAP_RESAMPLES = 4000
+
+
+def sign_test_p(successes: int, n: int) -> float:
+    """One-sided sign test: P(X >= successes) for X ~ Binomial(n, 1/2) (scipy.stats.binomtest); NaN
+    when n is 0."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(successes, n, 0.5, alternative="greater").pvalue) if n > 0 else np.nan
+
+
+def holm_adjusted(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error) of the tests that were run; NaN (a test
+    not run) stays NaN and does not count in the family."""
+    p = np.asarray(p_values, np.float64)
+    run = np.flatnonzero(~np.isnan(p))
+    order = run[np.argsort(p[run], kind="stable")]
+    adjusted = np.full_like(p, np.nan)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((len(order) - np.arange(len(order))) * p[order]))
+    return adjusted
+
+
+def bootstrap_interval(values: Sequence[float], statistic=np.mean, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """(statistic, 95% low, 95% high) of ``values`` over images: percentile bootstrap resampling the
+    images (scipy.stats.bootstrap); NaN values are left out; interval NaN with fewer than 2 values."""
+    from scipy.stats import bootstrap
+
+    values = np.asarray(values, np.float64)
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return (float(statistic(values)) if len(values) else np.nan), np.nan, np.nan
+    if np.ptp(values) == 0:
+        return float(values[0]), float(values[0]), float(values[0])
+    interval = bootstrap((values,), statistic, n_resamples=n_resamples, method="percentile",
+                         rng=np.random.default_rng(seed)).confidence_interval
+    return float(statistic(values)), float(interval.low), float(interval.high)
+
+
+def enough_images(n: int, alpha: float = ALPHA) -> bool:
+    """Whether a one-sided sign test over n images can reach significance at all (0.5 ** n < alpha:
+    n >= 5 at 0.05); fewer give the verdict "too few images"."""
+    return 0.5 ** n < alpha
+
+
+def faithfulness_label(deletion: bool, insertion: bool) -> str:
+    """"faithful" (both), "partly faithful (deletion)" / "(insertion)" (one), "not faithful" (neither)."""
+    if deletion and insertion:
+        return "faithful"
+    if deletion or insertion:
+        return f"partly faithful ({'deletion' if deletion else 'insertion'})"
+    return "not faithful"
+
+
+SUBSETS: tuple[str, str, str] = ("all", "correct", "wrong")
+
+
+def _group_stats(rows: pd.DataFrame, seed: int) -> dict:
+    """Counts, means, paired differences with intervals and raw sign-test p-values of one group
+    (deletion and insertion over its images with curves)."""
     n = len(rows)
-    uniform_border = float(border_mass(np.ones((1, *IMAGE_SIZE)))[0])  # maps are compared at image size
-    wins = {"deletion_wins": int((rows["deletion_auc"] < rows["deletion_auc_random"]).sum()),
-            "insertion_wins": int((rows["insertion_auc"] > rows["insertion_auc_random"]).sum()),
-            "sanity_passes": int((rows["rank_corr_random_weights"].abs() < RANK_CORR_LIMIT).sum()),
-            "border_passes": int((rows["border_mass"] < uniform_border).sum())}
-    means = {c: float(rows[c].mean()) for c in rows.columns if c.startswith(("deletion_auc", "insertion_auc", "drop_"))
-             or c in ("rank_corr_random_weights", "border_mass")}
-    return {"n_images": n, "n_normal": int((rows["true"] == 0).sum()), "n_pneumonia": int((rows["true"] == 1).sum()),
-            "n_correct": int(rows["correct"].sum()), "n_wrong": int((~rows["correct"]).sum()),
-            **means, **wins, "empty_maps": float(rows["empty_map"].mean()),
-            "deletion_p": sign_test_p(wins["deletion_wins"], n), "insertion_p": sign_test_p(wins["insertion_wins"], n),
-            "faithfulness_verdict": faithfulness_verdict(wins["deletion_wins"], wins["insertion_wins"], n, alpha),
-            "sanity_verdict": _yes_no_verdict(wins["sanity_passes"], n, "passes", "fails", alpha),
-            "border_verdict": _yes_no_verdict(wins["border_passes"], n, "interior", "not interior", alpha)}
+    curves = rows.dropna(subset=["deletion_auc"])
+    stats = {"n_images": n, "n_normal": int((rows["true_class"] == CLASS_NAMES[0]).sum()),
+             "n_pneumonia": int((rows["true_class"] == CLASS_NAMES[1]).sum()),
+             "n_correct": int(rows["correct"].sum()), "n_wrong": int((~rows["correct"]).sum()),
+             "n_curve_images": len(curves)}
+    for kind, sign in (("deletion", -1), ("insertion", 1)):  # deletion: lower is better; insertion: higher
+        for suffix in ("", "_shifted", "_noise"):
+            stats[f"{kind}_auc{suffix}"] = float(curves[f"{kind}_auc{suffix}"].mean())
+        difference = curves[f"{kind}_auc"] - curves[f"{kind}_auc_shifted"]
+        stats[f"{kind}_diff_mean"], stats[f"{kind}_diff_ci_low"], stats[f"{kind}_diff_ci_high"] = \
+            bootstrap_interval(difference, seed=seed)
+        stats[f"{kind}_wins"] = int((sign * difference > 0).sum())  # ties count against the map
+        stats[f"{kind}_wins_noise"] = int((sign * (curves[f"{kind}_auc"] - curves[f"{kind}_auc_noise"]) > 0).sum())
+    passes = rows["rank_corr_random_weights"].abs() < RANK_CORR_LIMIT  # NaN (empty map) fails
+    stats["rank_corr_median"], stats["rank_corr_ci_low"], stats["rank_corr_ci_high"] = \
+        bootstrap_interval(rows["rank_corr_random_weights"], np.median, seed=seed)
+    stats.update(sanity_passes=int(passes.sum()), random_maps_constant=int(rows["random_map_constant"].sum()),
+                 border_share=float(rows["border_share"].mean()),
+                 border_share_uniform=float(rows["border_share_uniform"].iloc[0]),
+                 border_passes=int((rows["border_share"] < rows["border_share_uniform"]).sum()),
+                 empty_maps=int(rows["empty_map"].sum()))
+    for test, wins, count in (("deletion", "deletion_wins", len(curves)), ("insertion", "insertion_wins", len(curves)),
+                              ("sanity", "sanity_passes", n), ("border", "border_passes", n)):
+        stats[f"{test}_p"] = sign_test_p(stats[wins], count) if enough_images(count) else np.nan
+    return stats
 
 
-def summarise_gradcam_checks(per_image: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """One row per (model if present, method, subset): subset "all", "correct" and "wrong"
-    (predictions), empty subsets left out.
+def summarise_gradcam_checks(per_image: pd.DataFrame, settings: CurveSettings = CurveSettings(),
+                             alpha: float = ALPHA) -> pd.DataFrame:
+    """One row per (model if present, method, subset): subsets "all", "correct" and "wrong"
+    (predictions), empty subsets left out; the curve settings as columns.
 
-    Verdict rules (one-sided sign test over the images of the row, :func:`passes_sign_test`):
-    - faithfulness_verdict: deletion wins where the map's deletion area is below random's,
-      insertion wins where its insertion area is above; see :func:`faithfulness_verdict`.
-    - sanity_verdict "passes" when |rank correlation| with the random network's map is below
-      RANK_CORR_LIMIT in significantly more than half the images, else "fails".
-    - border_verdict "interior" when the border share is below a uniform map's in significantly
-      more than half the images, else "not interior".
-    Ties and NaN (empty maps) count against the map.
+    Verdict rules (one-sided sign tests over the images of a row, ties and empty maps counting against
+    the map, each p-value Holm-adjusted over the table's tests of its kind: ``*_p_holm``; deletion and
+    insertion over the row's images with curves, ``n_curve_images``; fewer than 5 images give "too
+    few images" and no test):
+
+    - deletion passes when the map's deletion area is below its shifted baseline's in significantly
+      more than half the images, **and** the 95% bootstrap interval of the paired mean difference
+      (map - baseline, ``deletion_diff_*``) lies below 0; insertion likewise, above 0. The deletion
+      and insertion tests of all rows form one family. faithfulness_verdict: "faithful" when both
+      pass, "partly faithful (...)" when one does, else "not faithful".
+    - faithfulness_verdict_old_rule: the previous rule on the same images, for comparison: sign tests
+      against the scattered-noise baseline at ``alpha``, no correction, no interval.
+    - sanity_verdict "passes" when |rank correlation| with the random-weights network's map is below
+      RANK_CORR_LIMIT (a constant random map counts as a pass) in significantly more than half the
+      images, else "fails"; rank_corr_median with its 95% bootstrap interval.
+    - border_verdict "interior" when the map's border share is below that of a map uniform over the
+      model's box in significantly more than half the images, else "not interior".
     """
     keys = [c for c in ("model", "method") if c in per_image.columns]
     rows = []
     for values, group in per_image.groupby(keys, sort=False):
         labels = dict(zip(keys, values if isinstance(values, tuple) else (values,)))
-        for subset, part in (("all", group), ("correct", group[group["correct"]]), ("wrong", group[~group["correct"]])):
+        for subset, part in zip(SUBSETS, (group, group[group["correct"]], group[~group["correct"]])):
             if len(part):
-                rows.append({**labels, "subset": subset, **_summary_row(part, alpha)})
-    return pd.DataFrame(rows)
+                rows.append({**labels, "subset": subset, **settings.columns(),
+                             **_group_stats(part, settings.seed)})
+    table = pd.DataFrame(rows)
+    faithfulness_p = holm_adjusted(np.concatenate([table["deletion_p"], table["insertion_p"]]))
+    table["deletion_p_holm"], table["insertion_p_holm"] = np.split(faithfulness_p, 2)
+    for test in ("sanity", "border"):
+        table[f"{test}_p_holm"] = holm_adjusted(table[f"{test}_p"])
+    return table.assign(**_verdicts(table, alpha))
 
 
-def describe_checks(row: dict | pd.Series) -> str:
-    """The verdicts of one :func:`summarise_gradcam_checks` row in plain words, with their counts."""
+def _verdicts(table: pd.DataFrame, alpha: float) -> dict[str, list[str]]:
+    """The verdict columns of a summary table (rules in :func:`summarise_gradcam_checks`)."""
+    verdicts = {"faithfulness_verdict": [], "faithfulness_verdict_old_rule": [], "sanity_verdict": [],
+                "border_verdict": []}
+    few = "too few images"
+    for _, row in table.iterrows():
+        n, n_curves = row["n_images"], row["n_curve_images"]
+        deletion = row["deletion_p_holm"] < alpha and row["deletion_diff_ci_high"] < 0
+        insertion = row["insertion_p_holm"] < alpha and row["insertion_diff_ci_low"] > 0
+        old = [sign_test_p(row[f"{kind}_wins_noise"], n_curves) < alpha for kind in ("deletion", "insertion")]
+        enough = enough_images(n_curves)
+        verdicts["faithfulness_verdict"].append(faithfulness_label(deletion, insertion) if enough else few)
+        verdicts["faithfulness_verdict_old_rule"].append(faithfulness_label(*old) if enough else few)
+        verdicts["sanity_verdict"].append(few if not enough_images(n) else
+                                          "passes" if row["sanity_p_holm"] < alpha else "fails")
+        verdicts["border_verdict"].append(few if not enough_images(n) else
+                                          "interior" if row["border_p_holm"] < alpha else "not interior")
+    return verdicts
+
+
+# ----------------------------------------------------------------------------------------------
+# The checks in words and tables
+# ----------------------------------------------------------------------------------------------
+def describe_checks(row: dict | pd.Series, name: str | None = None) -> str:
+    """The verdicts of one :func:`summarise_gradcam_checks` row in plain words, with their numbers;
+    ``name``: how to call the model (default: its code name)."""
     n = row["n_images"]
-    label = " ".join(str(row[c]) for c in ("model", "method") if c in row)
+    label = " ".join(str(v) for v in (name or row.get("model"), row["method"]) if v is not None)
     return (f"{label}, {row['subset']} predictions ({n} images: {row['n_normal']} NORMAL, "
             f"{row['n_pneumonia']} PNEUMONIA):\n"
-            f"  faithfulness: {row['faithfulness_verdict'].upper()}. Removing pixels in the map's order lowers "
-            f"the score more than the same-shape random order in {row['deletion_wins']} of {n} images "
-            f"(sign test p = {row['deletion_p']:.2g}); revealing them raises it more in "
-            f"{row['insertion_wins']} of {n} (p = {row['insertion_p']:.2g}).\n"
-            f"  sanity check: {row['sanity_verdict']}. The map differs from a random-weight network's "
-            f"(|rank correlation| < {RANK_CORR_LIMIT}) in {row['sanity_passes']} of {n} images.\n"
-            f"  borders: {row['border_verdict']}. Less of the map on the border than a uniform map in "
-            f"{row['border_passes']} of {n} images.")
+            f"  faithfulness: {row['faithfulness_verdict'].upper()}. Deleting pixels in the map's order leaves "
+            f"a deletion area {row['deletion_diff_mean']:+.3f} [{row['deletion_diff_ci_low']:+.3f}, "
+            f"{row['deletion_diff_ci_high']:+.3f}] from the shifted map's (lower in {row['deletion_wins']} of {n}, "
+            f"Holm p = {row['deletion_p_holm']:.2g}); inserting them, an insertion area "
+            f"{row['insertion_diff_mean']:+.3f} [{row['insertion_diff_ci_low']:+.3f}, "
+            f"{row['insertion_diff_ci_high']:+.3f}] (higher in {row['insertion_wins']} of {n}, "
+            f"Holm p = {row['insertion_p_holm']:.2g}). Old rule: {row['faithfulness_verdict_old_rule']}.\n"
+            f"  sanity check: {row['sanity_verdict']}. Rank correlation with a random-weights network's map: "
+            f"median {row['rank_corr_median']:+.2f} [{row['rank_corr_ci_low']:+.2f}, {row['rank_corr_ci_high']:+.2f}]; "
+            f"|r| < {RANK_CORR_LIMIT} in {row['sanity_passes']} of {n} images "
+            f"({row['random_maps_constant']} random maps constant).\n"
+            f"  borders: {row['border_verdict']}. Border share {row['border_share']:.2f} on average, below a "
+            f"uniform map's {row['border_share_uniform']:.2f} in {row['border_passes']} of {n} images.")
 
 
+CHECK_COLUMNS: dict[str, str] = {  # summary column -> readable heading, for the notebook's table
+    "model": "model", "method": "method", "subset": "predictions", "n_images": "images",
+    "deletion_diff_mean": "deletion: map - shifted", "deletion_diff_ci_low": "deletion CI low",
+    "deletion_diff_ci_high": "deletion CI high", "deletion_p_holm": "deletion p (Holm)",
+    "insertion_diff_mean": "insertion: map - shifted", "insertion_diff_ci_low": "insertion CI low",
+    "insertion_diff_ci_high": "insertion CI high", "insertion_p_holm": "insertion p (Holm)",
+    "faithfulness_verdict": "faithfulness", "faithfulness_verdict_old_rule": "old rule",
+    "rank_corr_median": "rank corr. (median)", "sanity_verdict": "sanity",
+    "border_share": "border share", "border_share_uniform": "uniform map's", "border_verdict": "borders"}
+
+
+def readable_checks(checks: pd.DataFrame, names: dict[str, str] | None = None, digits: int = 3) -> pd.DataFrame:
+    """The summary's main columns (:data:`CHECK_COLUMNS`) under readable headings, numbers rounded to
+    ``digits``, model code names replaced by ``names`` where given."""
+    table = checks[[c for c in CHECK_COLUMNS if c in checks.columns]].round(digits)
+    if "model" in table.columns and names:
+        table["model"] = table["model"].map(lambda m: names.get(m, m))
+    return table.rename(columns=CHECK_COLUMNS)
+
+
+def verdict_changes(before: pd.DataFrame, after: pd.DataFrame, before_column: str = "faithfulness_verdict",
+                    after_column: str = "faithfulness_verdict") -> pd.DataFrame:
+    """Rows (model, method, subset) present in both tables whose verdicts differ: columns model, method,
+    subset, before, after."""
+    keys = [c for c in ("model", "method", "subset") if c in before.columns and c in after.columns]
+    joined = before[keys + [before_column]].rename(columns={before_column: "before"}).merge(
+        after[keys + [after_column]].rename(columns={after_column: "after"}), on=keys)
+    return joined[joined["before"] != joined["after"]].reset_index(drop=True)
+
+
+def _trust_problems(row: pd.Series) -> list[str]:
+    """What keeps one summary row's maps from being trusted (empty: faithful, sane, interior)."""
+    problems = []
+    if row["faithfulness_verdict"] != "faithful":
+        problems.append(row["faithfulness_verdict"])
+    if row["sanity_verdict"] != "passes":
+        problems.append("fails the sanity check" if row["sanity_verdict"] == "fails" else row["sanity_verdict"])
+    if row["border_verdict"] != "interior":
+        problems.append("not kept off the border" if row["border_verdict"] == "not interior" else row["border_verdict"])
+    return problems
+
+
+def findings_markdown(checks: pd.DataFrame, names: dict[str, str] | None = None,
+                      previous: pd.DataFrame | None = None) -> str:
+    """The notebook's closing findings, generated from the summary table (subset "all").
+
+    Per model: whether each method's maps are faithful (with the deletion and insertion effects),
+    pass the sanity check and stay off the image border (inside the thorax, as far as the border share
+    can tell); then the models whose maps should not be trusted (no method passes all three); then
+    the rows whose faithfulness verdict changes between the old rule and the new on the same images,
+    and, when ``previous`` (an earlier summary table) is given, against it."""
+    names = names or {}
+    everything = checks[checks["subset"] == "all"]
+    lines, distrusted = [], []
+    for model, rows in everything.groupby("model", sort=False):
+        name = names.get(model, model)
+        parts = []
+        for _, row in rows.iterrows():
+            parts.append(
+                f"{row['method']} is **{row['faithfulness_verdict']}** (deletion area {row['deletion_diff_mean']:+.3f} "
+                f"[{row['deletion_diff_ci_low']:+.3f}, {row['deletion_diff_ci_high']:+.3f}], insertion area "
+                f"{row['insertion_diff_mean']:+.3f} [{row['insertion_diff_ci_low']:+.3f}, "
+                f"{row['insertion_diff_ci_high']:+.3f}] against the shifted map), its sanity check "
+                f"**{row['sanity_verdict']}** (median rank correlation {row['rank_corr_median']:+.2f}) and its "
+                f"maps are **{row['border_verdict']}** (border share {row['border_share']:.2f} vs "
+                f"{row['border_share_uniform']:.2f} for a uniform map)")
+        trusted = [row["method"] for _, row in rows.iterrows() if not _trust_problems(row)]
+        verdict = (f"Its {' and '.join(trusted)} maps pass all three checks." if trusted else
+                   "None of its maps passes all three checks: " + "; ".join(
+                       f"{row['method']} {', '.join(_trust_problems(row))}" for _, row in rows.iterrows()) + ".")
+        if not trusted:
+            distrusted.append(name)
+        lines.append(f"- **{name}** ({rows['n_images'].iloc[0]} test images): " + "; ".join(parts) + f". {verdict}")
+    lines.append("")
+    lines.append(("**Maps that should not be trusted:** " + ", ".join(distrusted) + ".") if distrusted else
+                 "Every model has at least one method whose maps pass all three checks.")
+    changed = verdict_changes(checks, checks, "faithfulness_verdict_old_rule")
+    lines.append("")
+    lines.append(_changes_sentence(changed, names, "Under the old rule (sign tests against the scattered-noise "
+                                                   "baseline, no correction, no interval) on the same images"))
+    if previous is not None:
+        lines.append("")
+        lines.append(_changes_sentence(verdict_changes(previous, checks), names,
+                                       "Against the previous table (earlier networks and curves)"))
+    return "\n".join(lines)
+
+
+def _changes_sentence(changes: pd.DataFrame, names: dict[str, str], context: str) -> str:
+    """One sentence listing verdict changes (rows of :func:`verdict_changes`)."""
+    if changes.empty:
+        return f"{context}, no row's faithfulness verdict differs."
+    listed = "; ".join(f"{names.get(r['model'], r['model'])} {r['method']} ({r['subset']}): {r['before']} → {r['after']}"
+                       for _, r in changes.iterrows())
+    return f"{context}, {len(changes)} rows change faithfulness verdict: {listed}."
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------------------------
 def plot_faithfulness_curves(result: FaithfulnessResult, title: str):
-    """Mean deletion and insertion curves (explained class's probability vs fraction of pixels)
-    of each map set and of the random order, side by side."""
+    """Mean deletion and insertion curves (explained class's probability vs fraction of pixels) of
+    each method and of its baselines, side by side."""
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     for axis, kind in zip(axes, ("deletion", "insertion")):
         for name, curves in result.curves.items():
             area = curve_area(curves[kind], result.fractions).mean()
-            axis.plot(result.fractions, curves[kind].mean(axis=0), marker=".",
-                      linestyle="--" if name == "random" else "-", label=f"{name} (area {area:.3f})")
-        axis.set(xlabel=f"fraction of pixels {'removed' if kind == 'deletion' else 'revealed'}",
+            axis.plot(result.fractions, curves[kind].mean(axis=0), linestyle=":" if name == "noise" else
+                      "--" if name.endswith("shifted") else "-", label=f"{name} (area {area:.3f})")
+        axis.set(xlabel=f"fraction of pixels {'deleted' if kind == 'deletion' else 'inserted'}",
                  ylabel="probability of the explained class", title=kind, ylim=(0, 1))
         axis.legend(fontsize=8)
     figure.suptitle(title)
-    figure.tight_layout()
     return figure
 
 
@@ -599,22 +952,27 @@ def pick_examples(y_true: Sequence[int], y_pred: Sequence[int], per_group: int =
 
 
 def plot_gradcam_grid(images: np.ndarray, heatmap_sets: dict[str, np.ndarray], titles: Sequence[str],
-                      suptitle: str, alpha: float = 0.4):
-    """One row per image: the X-ray, then one overlay per method in ``heatmap_sets``.
+                      suptitle: str, alpha: float = 0.4, colormap: str = "jet"):
+    """One row per image: the X-ray, then one overlay per method in ``heatmap_sets``, with a colourbar
+    of the map's scale (0 none, 1 the map's peak) and constrained layout (no overlapping titles).
 
     ``images`` uint8 (N, H, W, 3); each heatmap set (N, h, w) in [0, 1]; ``titles`` one per row."""
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     columns = 1 + len(heatmap_sets)
-    figure, axes = plt.subplots(len(images), columns, figsize=(3.2 * columns, 3.3 * len(images)), squeeze=False)
+    figure, axes = plt.subplots(len(images), columns, figsize=(2.6 * columns + 0.6, 2.8 * len(images)),
+                                squeeze=False, layout="constrained")
     for row, (image, title) in enumerate(zip(images, titles)):
         axes[row, 0].imshow(image)
-        axes[row, 0].set_title(title, fontsize=9)
+        axes[row, 0].set_title(title, fontsize=8)
         for column, (method, heatmaps) in enumerate(heatmap_sets.items(), start=1):
-            axes[row, column].imshow(overlay_heatmap(image, heatmaps[row], alpha))
-            axes[row, column].set_title(method, fontsize=9)
+            axes[row, column].imshow(overlay_heatmap(image, heatmaps[row], alpha, colormap))
+            axes[row, column].set_title(method, fontsize=8)
     for axis in axes.ravel():
         axis.axis("off")
+    figure.colorbar(ScalarMappable(Normalize(0, 1), colormap), ax=axes[:, 1:], shrink=min(1.0, 2.0 / len(images)),
+                    label="map value (1 = the map's peak)")
     figure.suptitle(suptitle)
-    figure.tight_layout()
     return figure

@@ -1,6 +1,8 @@
 """Model builders (scratch CNN, frozen-base transfer models), custom layers and model bundles on disk."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -9,6 +11,10 @@ from typing import Sequence
 
 from .common import IMAGE_SHAPE, WeightsUnavailableError, file_sha256
 
+CROP_SIZE = 196  # pixels: every model's first layer keeps the central 196 x 196 of its 224 x 224 input
+CROP_DESCRIPTION = (f"fixed centre crop: the central {CROP_SIZE} x {CROP_SIZE} pixels of the 224 x 224 input "
+                    f"(87.5 %, the 224/256 convention; a band of 14 px, 6.25 %, removed on each side), as the "
+                    f"model's first layer, so training, evaluation, Grad-CAM and the app all apply it")
 
 # ----------------------------------------------------------------------------------------------
 # Models
@@ -43,6 +49,7 @@ def build_scratch_cnn(input_shape: tuple[int, int, int] = IMAGE_SHAPE, fused_bat
     batch_norm = custom_layers()["FusedBatchNormalization"] if fused_batch_norm else layers.BatchNormalization
     model = keras.Sequential(name="scratch_cnn")
     model.add(keras.Input(input_shape, name="image"))
+    model.add(centre_crop_layer(input_shape))
     for block, filters in enumerate((32, 64, 128, 128), start=1):
         model.add(layers.Conv2D(filters, 3, activation="relu", name=f"conv{block}"))
         model.add(batch_norm(name=f"bn{block}"))
@@ -52,6 +59,17 @@ def build_scratch_cnn(input_shape: tuple[int, int, int] = IMAGE_SHAPE, fused_bat
     model.add(layers.Dropout(0.5, name="dropout"))
     model.add(layers.Dense(1, activation="sigmoid", name="prediction", dtype="float32"))
     return model
+
+
+def centre_crop_layer(input_shape: Sequence[int] = IMAGE_SHAPE):
+    """``keras.layers.CenterCrop`` named ``centre_crop``: (N, 224, 224, C) -> (N, 196, 196, C).
+
+    The first layer of every model here: it drops the image border (text markers, collimation edges)
+    that the squash resize of the data set keeps. No resize follows; the bases run at 196 px. For
+    another input size (small test models) the same fraction is kept (56 px -> 49 px): a
+    ``CenterCrop`` larger than its input would silently resize (upscale) it instead of cropping."""
+    height, width = (round(side * CROP_SIZE / IMAGE_SHAPE[0]) for side in input_shape[:2])
+    return _keras().layers.CenterCrop(height, width, name="centre_crop")
 
 
 def _register(cls):
@@ -195,8 +213,12 @@ def vggface_weights_path(weights_path: str | os.PathLike | None = None) -> Path:
     from deepface.commons import weight_utils
     from deepface.models.facial_recognition.tf.VGGFace import WEIGHTS_URL
 
+    log = io.StringIO()  # deepface prints its download log; shown on success, replaced by one line on failure
     try:
-        return Path(weight_utils.download_weights_if_necessary(file_name="vgg_face_weights.h5", source_url=WEIGHTS_URL))
+        with contextlib.redirect_stdout(log):
+            path = Path(weight_utils.download_weights_if_necessary(file_name="vgg_face_weights.h5", source_url=WEIGHTS_URL))
+        print(log.getvalue(), end="")
+        return path
     except Exception as error:  # deepface wraps network errors in several types
         raise WeightsUnavailableError(
             f"VGG-Face weights unavailable: deepface could not download vgg_face_weights.h5 "
@@ -217,7 +239,7 @@ def _vggface_trunk_layers(weights_path: str | os.PathLike | None, pretrained: bo
 
 
 def build_head(feature_shape: Sequence[int], seed: int = 0):
-    """Classifier head on base features (7, 7, 512): Flatten, Dense 512 ReLU, Dropout 0.5, Dense 1."""
+    """Classifier head on base features (6, 6, 512 behind the centre crop): Flatten, Dense 512 ReLU, Dropout 0.5, Dense 1."""
     keras = _keras()
     layers = keras.layers
     inputs = keras.Input(tuple(feature_shape), name="features")
@@ -235,7 +257,7 @@ def build_transfer_model(base: BaseSpec, weights_path: str | os.PathLike | None 
     """A frozen pretrained base plus the classifier head, as one flat graph.
 
     Image (224, 224, 3) in [0, 1] -> the base's own preprocessing -> its frozen conv layers (the last
-    one, ``block5_conv3`` or VGG-Face's conv5_3, for Grad-CAM) -> ``base_pool`` (7, 7, 512) -> head.
+    one, ``block5_conv3`` or VGG-Face's conv5_3, for Grad-CAM) -> ``base_pool`` (6, 6, 512) -> head.
     ``pretrained=False`` builds the architecture with random weights, for tests only.
 
     Returns:
@@ -253,7 +275,7 @@ def build_transfer_model(base: BaseSpec, weights_path: str | os.PathLike | None 
     else:
         raise ValueError(f"Unknown base: {base.name}")
     inputs = keras.Input(IMAGE_SHAPE, name="image")
-    x = caffe_preprocess_layer(base.mean_bgr, name=f"{base.name}_preprocess")(inputs)
+    x = caffe_preprocess_layer(base.mean_bgr, name=f"{base.name}_preprocess")(centre_crop_layer()(inputs))
     for source in trunk:  # fresh copies, so that the model is one flat graph of its own
         layer = source.__class__.from_config(source.get_config())
         x = layer(x)
@@ -287,8 +309,8 @@ def last_conv_layer_name(model) -> str:
 # Xception, ImageNet weights, fine-tuned exit flow
 # ----------------------------------------------------------------------------------------------
 XCEPTION_WEIGHTS_ENV_VAR = "XCEPTION_WEIGHTS"
-XCEPTION_TUNE_FROM = "block14_sepconv1"  # fine-tuning starts here: its input (7, 7, 1024) is cached
-XCEPTION_GRADCAM_LAYER = "block14_sepconv2_act"  # last convolution block's output (7, 7, 2048)
+XCEPTION_TUNE_FROM = "block14_sepconv1"  # fine-tuning starts here: its input (6, 6, 1024) is cached
+XCEPTION_GRADCAM_LAYER = "block14_sepconv2_act"  # last convolution block's output (6, 6, 2048)
 XCEPTION_PREPROCESSING = ("RGB [0,1] -> x2 - 1, i.e. keras.applications.xception.preprocess_input of "
                           "RGB 0-255 (values in [-1, 1])")
 
@@ -347,7 +369,7 @@ def build_xception_transfer(weights: str | os.PathLike | None = "imagenet", fine
 
     Returns:
         (model, tail): the full model, and the sub-model from the input of ``block14_sepconv1``
-        (activations (N, 7, 7, 1024), cached once per image) to the probability, sharing its layers.
+        (activations (N, 6, 6, 1024), cached once per image) to the probability, sharing its layers.
 
     Raises:
         WeightsUnavailableError: the weights cannot be had.
@@ -356,7 +378,7 @@ def build_xception_transfer(weights: str | os.PathLike | None = "imagenet", fine
     layers = keras.layers
     weights = resolve_xception_weights(weights)
     inputs = keras.Input(IMAGE_SHAPE, name="image")
-    scaled = layers.Rescaling(2.0, offset=-1.0, name="xception_preprocess")(inputs)
+    scaled = layers.Rescaling(2.0, offset=-1.0, name="xception_preprocess")(centre_crop_layer()(inputs))
     base = _xception_base(scaled, weights)
     names = [layer.name for layer in base.layers]
     tuned = set(names[names.index(XCEPTION_TUNE_FROM):]) if fine_tune else set()
@@ -388,7 +410,7 @@ def output_layer_input(model):
 
 
 def feature_extractor(model):
-    """Sub-model image -> ``base_pool`` features (N, 7, 7, 512) of a transfer model (shared weights)."""
+    """Sub-model image -> ``base_pool`` features (N, 6, 6, 512) of a transfer model (shared weights)."""
     keras = _keras()
     return keras.Model(model.inputs, model.get_layer("base_pool").output, name=f"{model.name}_features")
 

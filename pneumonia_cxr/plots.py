@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .common import CLASS_NAMES
+from .common import CLASS_NAMES, DISPLAY_NAMES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -18,6 +19,14 @@ def _new_figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def _pyplot_figure(width: float, height: float):
+    """A constrained-layout figure (inches) known to pyplot, so that ``plt.show()`` in a notebook
+    cell displays it, as the model notebook does after saving each figure."""
+    import matplotlib.pyplot as plt
+
+    return plt.figure(figsize=(width, height), layout="constrained")
 
 
 def _save_figure(figure, path: str | os.PathLike | None, dpi: int = 150) -> None:
@@ -35,45 +44,81 @@ def save_figure(figure, directory: str | os.PathLike | None, name: str):
     return figure
 
 
-def plot_training_curves(history: dict, title: str):
-    """Accuracy and loss per epoch, train vs validation; legends give mean ± std over epochs."""
-    import matplotlib.pyplot as plt
+def readable_names(text: str) -> str:
+    """``text`` with every model code name (``DISPLAY_NAMES``) replaced by its readable name, e.g.
+    ``"scratch_cnn, seed 0"`` -> ``"Scratch CNN, seed 0"``."""
+    for code in sorted(DISPLAY_NAMES, key=len, reverse=True):  # longest first: no name inside another
+        text = re.sub(rf"(?<![A-Za-z0-9_]){re.escape(code)}(?![A-Za-z0-9_])", DISPLAY_NAMES[code], text)
+    return text
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+
+def _plain_log_axis(axis, which: str = "y") -> None:
+    """A log scale on ``axis`` whose tick labels are plain numbers (0.1, 1, 10), not mathtext
+    powers: mathtext asks the font manager for the STIX fonts as its fallback, and where those are
+    missing every figure printed a ``findfont`` warning per font."""
+    from matplotlib.ticker import FuncFormatter
+
+    def plain(value, _position) -> str:
+        return f"{value:g}"
+
+    def some(value, _position) -> str:  # minor ticks: label 2 and 5 of each decade, so a short axis has labels
+        if value <= 0:
+            return ""
+        leading = round(value / 10 ** np.floor(np.log10(value)))
+        return f"{value:g}" if leading in (2, 5) else ""
+
+    getattr(axis, f"set_{which}scale")("log")
+    target = axis.yaxis if which == "y" else axis.xaxis
+    target.set_major_formatter(FuncFormatter(plain))
+    target.set_minor_formatter(FuncFormatter(some))
+
+
+def plot_training_curves(history: dict, title: str):
+    """Accuracy and loss per epoch, train vs validation (whole-number epoch ticks, loss on a log
+    scale so that one large epoch does not flatten the rest); legends give mean ± std over epochs.
+    Model code names in ``title`` are shown by their readable names."""
+    from matplotlib.ticker import MaxNLocator
+
+    figure = _pyplot_figure(11, 4)
+    axes = figure.subplots(1, 2)
     epochs = np.arange(1, len(history["loss"]) + 1)
+    title = readable_names(title)
     for axis, metric in zip(axes, ("accuracy", "loss")):
         for key, name in ((metric, "train"), (f"val_{metric}", "validation")):
-            values = np.asarray(history[key])
+            values = np.asarray(history[key], dtype=float)
             axis.plot(epochs, values, marker="o", label=f"{name} ({values.mean():.3f} ± {values.std():.3f})")
-        axis.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
+        if metric == "loss":
+            _plain_log_axis(axis, "y")
+        axis.set(xlabel="epoch", ylabel=f"{metric} (log scale)" if metric == "loss" else metric,
+                 title=f"{title}: {metric}")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.legend()
-    figure.tight_layout()
     return figure
 
 
 def plot_confusion_matrices(y_true: Sequence[int], predictions: dict[str, Sequence[int]]):
-    """One confusion matrix (counts) per model, rows true class, columns predicted class."""
-    import matplotlib.pyplot as plt
+    """One confusion matrix (counts) per model, rows true class, columns predicted class; panels
+    titled with the models' readable names."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    figure, axes = plt.subplots(1, len(predictions), figsize=(4.5 * len(predictions), 4), squeeze=False)
+    figure = _pyplot_figure(4.2 * len(predictions), 4.2)
+    axes = figure.subplots(1, len(predictions), squeeze=False)
     for axis, (name, y_pred) in zip(axes[0], predictions.items()):
         ConfusionMatrixDisplay.from_predictions(y_true, y_pred, display_labels=CLASS_NAMES, ax=axis,
                                                 colorbar=False, cmap="Blues")
-        axis.set_title(name)
+        axis.set_title(readable_names(name))
     figure.suptitle("Confusion matrices, official test set")
-    figure.tight_layout()
     return figure
 
 
 def plot_roc_curves(y_true: Sequence[int], probabilities: dict[str, Sequence[float]]):
-    """ROC curves of all models in one plot, AUC in the legend."""
-    import matplotlib.pyplot as plt
+    """ROC curves of all models in one plot, AUC in the legend (readable model names)."""
     from sklearn.metrics import RocCurveDisplay
 
-    figure, axis = plt.subplots(figsize=(5.5, 5))
+    figure = _pyplot_figure(5.5, 5)
+    axis = figure.subplots()
     for name, p in probabilities.items():
-        RocCurveDisplay.from_predictions(y_true, p, name=name, ax=axis)
+        RocCurveDisplay.from_predictions(y_true, p, name=readable_names(name), ax=axis)
     axis.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
     axis.set(title="ROC curves, official test set", xlabel="1 - specificity", ylabel="sensitivity")
     axis.legend(loc="lower right")
@@ -81,16 +126,18 @@ def plot_roc_curves(y_true: Sequence[int], probabilities: dict[str, Sequence[flo
 
 
 def plot_reliability(y_true: Sequence[int], probabilities: dict[str, Sequence[float]], n_bins: int = 10):
-    """Reliability diagram: observed PNEUMONIA share against mean predicted probability per bin."""
-    import matplotlib.pyplot as plt
+    """Reliability diagram: observed PNEUMONIA share against mean predicted probability per bin
+    (readable model names, Brier score in the legend)."""
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import brier_score_loss
 
-    figure, axis = plt.subplots(figsize=(5.5, 5))
+    figure = _pyplot_figure(5.5, 5)
+    axis = figure.subplots()
     axis.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfectly calibrated")
     for name, p in probabilities.items():
         observed, predicted = calibration_curve(y_true, p, n_bins=n_bins, strategy="quantile")
-        axis.plot(predicted, observed, marker="o", label=f"{name} (Brier {brier_score_loss(y_true, p):.3f})")
+        axis.plot(predicted, observed, marker="o",
+                  label=f"{readable_names(name)} (Brier {brier_score_loss(y_true, p):.3f})")
     axis.set(title="Calibration, official test set", xlabel="mean predicted probability of PNEUMONIA",
              ylabel="observed share of PNEUMONIA")
     axis.legend(loc="upper left")
@@ -100,11 +147,13 @@ def plot_reliability(y_true: Sequence[int], probabilities: dict[str, Sequence[fl
 def plot_model_comparison(metrics: dict, references: Sequence[tuple[str, float, float | None]] = ()):
     """Test accuracy and ROC-AUC of every model that ran: the seed-ensemble (or cross-model
     ensemble) as a dot with its 95% bootstrap interval, each seed as a small grey mark, and the
-    published references as dashed vertical lines (labelled)."""
+    published references as dashed vertical lines (labelled); models by their readable names.
+    ``references`` are ``(label, accuracy, roc_auc or None, ...)`` tuples, e.g. ``PUBLISHED_RESULTS``."""
     import matplotlib.pyplot as plt
 
     entries = {name: entry for name, entry in metrics["models"].items() if "test" in entry}
-    figure, axes = plt.subplots(1, 2, figsize=(12, 2.2 + 0.6 * len(entries)), sharey=True, layout="constrained")
+    figure = _pyplot_figure(12, 2.2 + 0.6 * len(entries))
+    axes = figure.subplots(1, 2, sharey=True)
     rows = np.arange(len(entries))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, metric, column in zip(axes, ("accuracy", "roc_auc"), (1, 2)):
@@ -123,7 +172,7 @@ def plot_model_comparison(metrics: dict, references: Sequence[tuple[str, float, 
         axis.set(xlabel=f"test {metric.replace('_', '-').upper() if metric == 'roc_auc' else metric}",
                  title=f"Official test set: {'ROC-AUC' if metric == 'roc_auc' else 'accuracy'}")
         axis.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(rows, list(entries))
+    axes[0].set_yticks(rows, [readable_names(name) for name in entries])
     axes[0].invert_yaxis()
     handles = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels())}
     figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8)  # never over a point

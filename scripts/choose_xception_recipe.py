@@ -1,10 +1,12 @@
 """Choose how the Xception (ImageNet) transfer model is trained, on validation data only.
 
 Same patient-grouped split as model_deep_learning.ipynb (official train + val re-split 90/10 by
-patient, seed 42); the official test split is not used (its files are only indexed). The frozen base's activations entering
-``block14_sepconv1`` (N, 7, 7, 1024) are computed once (cached in ``--cache-dir``), then one seed of
-each candidate recipe trains the model's tail on them with class weights and early stopping on
-validation loss:
+patient, seed 42); the official test split is not used (its files are only indexed). The model's
+centre crop (224 -> 196 px) comes first, as in the notebook. The frozen base's activations entering
+``block14_sepconv1`` (N, 6, 6, 1024), of the clean images only (no augmented views), are computed
+once (cached in ``--cache-dir``, keyed by the extractor's architecture and weight bytes, see
+``frozen_features``), then one seed of each candidate recipe trains the model's tail on them with
+class weights and early stopping on validation loss:
 
 - ``head``: base frozen, only global-average-pooling -> Dropout 0.2 -> Dense 1 trains (Adam 1e-3);
 - ``block14_lr1e-4`` / ``block14_lr1e-5``: the exit flow's last block (two separable convolutions;
@@ -55,10 +57,10 @@ def main() -> None:
     targets = {name: frame["target"].to_numpy() for name, frame in subsets.items()}
     class_weight = F.compute_class_weights(targets["train"])
     weights = F.resolve_xception_weights(args.weights)
-    weights_id = F.weights_identity(weights)  # a file's sha256: computed once
+    weights_id = F.weights_identity(weights)  # for the report; the cache keys hash the extractor itself
     model, _ = F.build_xception_transfer(weights, seed=args.seed)
-    features, feature_seconds = F.features_per_subset(
-        F.tail_input_extractor(model), subsets, args.cache_dir, "xception_block14_input", weights_id)
+    # clean views only: features["train"] is (1, N, 6, 6, 1024), features["val"] (N_val, 6, 6, 1024)
+    features, feature_seconds = F.frozen_features(F.tail_input_extractor(model), subsets, args.cache_dir)
     print(f"features: {feature_seconds:.0f} s (0 = from cache)", flush=True)
 
     runs = {}
@@ -70,7 +72,8 @@ def main() -> None:
         F.seed_everything(args.seed)
         model, tail = F.build_xception_transfer(weights, fine_tune=fine_tune, seed=args.seed)
         result = F.train_head_on_cached_features(tail, features, targets, class_weight, epochs, patience,
-                                                 batch_size=32, learning_rate=learning_rate, verbose=0)
+                                                 batch_size=32, learning_rate=learning_rate, seed=args.seed,
+                                                 verbose=0)
         val_logits = F.predict_logits(tail, features["val"])
         threshold = F.logit_threshold(targets["val"], val_logits)
         metrics = F.scored(targets["val"], val_logits, threshold)

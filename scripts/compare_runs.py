@@ -7,8 +7,9 @@ repository's history (e.g. 95c3495:results/metrics.json for an earlier committed
 family and seed, best epoch, threshold, validation ROC-AUC and test accuracy and ROC-AUC before and
 after, how many values were compared, the largest absolute difference and whether all are identical
 (F.rerun_agreement), and the commits between the two runs' code that touch the package or the
-notebooks; scripts/update_readme.py renders it into the README ("rerun" section). Runs of different
-data, or a quick run, are refused.
+notebooks; scripts/update_readme.py renders it into docs/reproducibility.md ("rerun" section). Runs
+of different data, a quick run, and a run compared with itself (the same file, or two records with the
+same scored_at and commit) are refused.
 """
 from __future__ import annotations
 
@@ -63,6 +64,22 @@ def run_identity(metrics: dict, path: Path) -> dict:
             "machine": metrics.get("machine")}
 
 
+def same_run(before: dict, after: dict) -> str | None:
+    """Why two run identities (:func:`run_identity`) are one run, or None when they are two: the same
+    file (the same path once resolved, or the same ``REV:path``), or the same test scoring (equal,
+    recorded ``scored_at`` and ``code_commit``)."""
+    def where(name: str) -> str:
+        path = Path(name)
+        return str(path.resolve()) if path.exists() else name
+
+    if where(before["file"]) == where(after["file"]):
+        return f"the same file twice ({before['file']})"
+    if before["scored_at"] and before["code_commit"] and \
+            (before["scored_at"], before["code_commit"]) == (after["scored_at"], after["code_commit"]):
+        return (f"two copies of one run (both scored {before['scored_at']} at commit {before['code_commit']})")
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("before", type=Path)
@@ -77,6 +94,12 @@ def main() -> int:
         except ValueError as error:
             print(f"{path}: {error}", file=sys.stderr)
             return 1
+    identities = {side: run_identity(runs[side], getattr(args, side)) for side in ("before", "after")}
+    reason = same_run(identities["before"], identities["after"])
+    if reason:
+        print(f"a run cannot be compared with itself: {reason}; compare two runs of the model notebook",
+              file=sys.stderr)
+        return 1
     if runs["before"].get("quick") or runs["after"].get("quick"):
         print("a quick run is not comparable with a full run: compare two full runs", file=sys.stderr)
         return 1
@@ -84,7 +107,7 @@ def main() -> int:
         print("the two runs used different data (their 'dataset' entries differ): not comparable", file=sys.stderr)
         return 1
     table = evaluation.rerun_agreement(runs["before"], runs["after"])
-    report = {side: run_identity(runs[side], getattr(args, side)) for side in ("before", "after")}
+    report = dict(identities)
     report["code_changes"] = code_changes(report["before"]["code_commit"], report["after"]["code_commit"])
     report["rows"] = table.astype(object).where(table.notna(), None).to_dict(orient="records")  # full precision
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@
 #   bash scripts/reproduce.sh                       # download the data with kagglehub, full run
 #   bash scripts/reproduce.sh --data-dir DIR        # data already on disk (Kaggle layout)
 #   bash scripts/reproduce.sh --quick [...]         # small subset, minutes; writes to build/quick/
+#   bash scripts/reproduce.sh --validation-only     # explore: the model notebook reads no test image and
+#                                                   # records no test result (grad_cam.ipynb is skipped)
 #
 # --fullsize-dir DIR: full-resolution originals for the size and intensity statistics
 # (defaults to the data folder, which holds originals when it is the Kaggle download).
@@ -34,6 +36,7 @@ mkdir -p "$KERNEL_PROFILE/profile_default"
 echo "c.IPKernelApp.capture_fd_output = False" > "$KERNEL_PROFILE/profile_default/ipython_kernel_config.py"
 
 QUICK=False
+SCORE_TEST=True
 DATA_DIR="${CHEST_XRAY_DIR:-}"
 FULLSIZE_DIR=""
 NOTE=""
@@ -44,10 +47,11 @@ while [ $# -gt 0 ]; do
     esac
     case "$1" in
         --quick) QUICK=True; shift ;;
+        --validation-only) SCORE_TEST=False; shift ;;
         --data-dir) DATA_DIR="$2"; shift 2 ;;
         --fullsize-dir) FULLSIZE_DIR="$2"; shift 2 ;;
         --test-scoring-note) NOTE="$2"; shift 2 ;;
-        *) echo "unknown option: $1 (use --quick, --data-dir DIR, --fullsize-dir DIR, --test-scoring-note TEXT)" >&2
+        *) echo "unknown option: $1 (use --quick, --validation-only, --data-dir DIR, --fullsize-dir DIR, --test-scoring-note TEXT)" >&2
            exit 2 ;;
     esac
 done
@@ -60,15 +64,21 @@ resolve_data() { $PY -c 'import sys, pneumonia_cxr.data as d; sys.exit(d.print_d
 DATA_DIR="$(resolve_data "$DATA_DIR")" || exit 1
 FULLSIZE_DIR="$(resolve_data "${FULLSIZE_DIR:-$DATA_DIR}")" || exit 1
 $PY -m ipykernel install --sys-prefix --name python3 > /dev/null
-if [ "$QUICK" = True ]; then OUT=build/quick; mkdir -p "$OUT"; else OUT=.; fi
+if [ "$QUICK" = True ]; then OUT=build/quick; elif [ "$SCORE_TEST" = False ]; then OUT=build/validation; else OUT=.; fi
+mkdir -p "$OUT"
 export OUTPUT_DIR="$OUT"
-for NOTEBOOK in data_visualization model_deep_learning grad_cam; do
-    if [ "$QUICK" = True ]; then TARGET="$OUT/$NOTEBOOK.ipynb"; else TARGET="$NOTEBOOK.ipynb"; fi
+NOTEBOOKS=(data_visualization model_deep_learning grad_cam)
+if [ "$SCORE_TEST" = False ]; then NOTEBOOKS=(model_deep_learning); fi
+for NOTEBOOK in "${NOTEBOOKS[@]}"; do
+    if [ "$QUICK" = True ] || [ "$SCORE_TEST" = False ]; then TARGET="$OUT/$NOTEBOOK.ipynb"; else TARGET="$NOTEBOOK.ipynb"; fi
     echo "== $NOTEBOOK ($(date +%H:%M:%S)) -> $TARGET"
     # executed into build/runs/ first: a failed run leaves $TARGET (the committed notebook) as it was
     RUN="build/runs/$NOTEBOOK.ipynb"
     EXTRA=()
-    if [ "$NOTEBOOK" = model_deep_learning ] && [ -n "$NOTE" ]; then EXTRA=(-p test_scoring_note "$NOTE"); fi
+    if [ "$NOTEBOOK" = model_deep_learning ]; then
+        EXTRA=(-p score_test "$SCORE_TEST")
+        if [ -n "$NOTE" ]; then EXTRA+=(-p test_scoring_note "$NOTE"); fi
+    fi
     mkdir -p build/runs
     if ! IPYTHONDIR="$KERNEL_PROFILE" $PY -m papermill "$NOTEBOOK.ipynb" "$RUN" --cwd . --log-level WARNING \
         -p data_dir "$DATA_DIR" -p fullsize_dir "$FULLSIZE_DIR" -p output_dir "$OUT" -p quick "$QUICK" ${EXTRA[@]+"${EXTRA[@]}"}; then  # (empty-array form for bash < 4.4)
@@ -77,5 +87,5 @@ for NOTEBOOK in data_visualization model_deep_learning grad_cam; do
     fi
     mv "$RUN" "$TARGET"
 done
-if [ "$QUICK" = False ]; then $PY scripts/update_readme.py; fi
+if [ "$QUICK" = False ] && [ "$SCORE_TEST" = True ]; then $PY scripts/update_readme.py; fi
 echo "== done ($(date +%H:%M:%S)); outputs in $OUT"

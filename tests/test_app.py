@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import build_tiny_model
-from PIL import Image
+from PIL import Image, ImageOps
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -40,32 +41,34 @@ def fullsize_pairs(split: str = "test", limit: int | None = None) -> list[tuple[
     return pairs[:limit] if limit else pairs
 
 
-def calibrate(model, pairs) -> None:
-    """Spread the tiny model's outputs over both classes on real X-rays (else every probability
-    is about 0.5): scale the output layer so the 224 px copies' logits have std 2 and put the
-    decision boundary in the widest gap between them (in the middle half, so both classes are
-    predicted), as a trained model separates cases; full-size vs 224 px labels are then a check
-    that preprocessing matches, not a coin toss at the threshold."""
+def reference_input(copy: Path) -> np.ndarray:
+    """Model input (1, 224, 224, 3) of a 224 px copy computed without the app's or the package's
+    decoding and resizing: the copy is already 224 x 224, so it is its pixels / 255."""
+    with Image.open(copy) as image:
+        return np.asarray(image.convert("RGB"), np.float32)[None] / 255.0
+
+
+def calibrate(model, copies: list[Path]) -> None:
+    """Spread the tiny model's outputs over both classes on real X-rays (else every probability is
+    about 0.5): scale its output layer so that the logits of ``copies`` have std 2 around a decision
+    boundary at their median, as a trained model separates cases. Called with train-split copies;
+    the tests check test-split pairs, so the boundary is not placed to suit the pairs checked."""
     import keras
 
     features = keras.Model(model.inputs, model.get_layer("pool").output)
-    pooled = np.concatenate([np.asarray(features(fgc.load_image_for_model(copy.read_bytes())[1]))
-                             for _, copy in pairs])
+    pooled = np.concatenate([np.asarray(features(reference_input(copy))) for copy in copies])
     kernel, _ = model.get_layer("output").get_weights()
-    logits = np.sort((pooled @ kernel).ravel())
+    logits = (pooled @ kernel).ravel()
     scale = 2.0 / max(float(logits.std()), 1e-6)
-    low, high = len(logits) // 4, len(logits) - len(logits) // 4
-    gap = low + int(np.argmax(np.diff(logits[low - 1:high])))  # boundary between gap - 1 and gap
-    boundary = (logits[gap - 1] + logits[gap]) / 2
-    model.get_layer("output").set_weights([kernel * scale, np.array([-boundary * scale], np.float32)])
+    model.get_layer("output").set_weights([kernel * scale, np.array([-np.median(logits) * scale], np.float32)])
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     model = build_tiny_model("tiny_test_cnn")
-    pairs = fullsize_pairs()
-    if len(pairs) >= 4:
-        calibrate(model, pairs)
+    calibration = fullsize_pairs("train", limit=60)
+    if len(calibration) >= 20:
+        calibrate(model, [copy for _, copy in calibration])
     return fgc.save_model_bundle(model, tmp_path_factory.mktemp("models"), {"threshold": 0.5})
 
 
@@ -225,6 +228,20 @@ BAD_INPUTS = {
 }
 
 
+def dds_with_unknown_pixel_format() -> bytes:
+    """A DDS file whose pixel-format flags are 0: Pillow raises NotImplementedError on it."""
+    data = bytearray(encode(Image.new("RGB", (8, 8)), "DDS"))
+    data[80:84] = b"\x00\x00\x00\x00"
+    return bytes(data)
+
+
+BAD_INPUTS = {
+    **BAD_INPUTS,
+    "PNG declaring 4001 x 4000 pixels (just over the limit)": (png_declaring(4001, 4000), 400, ("too large", "16 megapixels")),
+    "DDS of an unknown pixel format": (dds_with_unknown_pixel_format(), 400, ("unsupported", "NotImplementedError")),
+}
+
+
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))
 def test_bad_upload_is_400_with_message(client, name):
     data, status, fragments = BAD_INPUTS[name]
@@ -264,6 +281,21 @@ except fgc.ImageDecodeError as error:
     assert grown_kb < 50_000, output
 
 
+@pytest.mark.parametrize("error", [struct.error("unpack requires a buffer of 4 bytes"), EOFError(),
+                                   OSError("broken data stream"), ValueError("tile cannot extend outside image"),
+                                   IndexError("index out of range"), SyntaxError("not a TIFF file")])
+def test_any_decoder_failure_is_400_never_500(client, jpeg_bytes, monkeypatch, error):
+    """Whatever Pillow raises while decoding the upload's bytes is a 400 naming the problem."""
+    from PIL import ImageFile
+
+    def fail(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fail)
+    message = assert_error(post(client, jpeg_bytes), 400, "upload:", "corrupt, truncated or unsupported")
+    assert type(error).__name__ in message
+
+
 def test_missing_file_field_is_400(client, jpeg_bytes):
     assert_error(post(client, None), 400, "field 'file'")
     assert_error(post(client, jpeg_bytes, field="image"), 400, "field 'file'")
@@ -295,7 +327,8 @@ def image_kinds(xray: Image.Image) -> dict[str, bytes]:
     rgba.putalpha(Image.linear_gradient("L").resize(rgb.size))
     palette_transparent = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
     palette_transparent.info["transparency"] = 0
-    sixteen = Image.fromarray((np.asarray(xray, np.uint16) * 257).astype(np.uint16))
+    sixteen = Image.fromarray(twelve_bit_content(xray))
+    thirty_two = Image.fromarray(twelve_bit_content(xray).astype(np.int32))  # mode "I"
     rotated = encode(rgb, "JPEG", exif=_exif_rotation(6))
     return {
         "grayscale PNG": encode(xray),
@@ -308,12 +341,19 @@ def image_kinds(xray: Image.Image) -> dict[str, bytes]:
         "CMYK JPEG": encode(rgb.convert("CMYK"), "JPEG"),
         "16-bit grayscale PNG": encode(sixteen),
         "16-bit TIFF": encode(sixteen, "TIFF"),
+        "32-bit integer TIFF": encode(thirty_two, "TIFF"),
         "1-bit PNG": encode(xray.convert("1")),
         "BMP": encode(rgb, "BMP"),
         "GIF": encode(rgb, "GIF"),
         "WebP": encode(rgb, "WEBP"),
         "EXIF-rotated JPEG": rotated,
     }
+
+
+def twelve_bit_content(xray: Image.Image) -> np.ndarray:
+    """uint16 (H, W) with 12-bit content (0..4080), as many X-ray detectors give: the X-ray's grey
+    levels stretched to 0..255 (autocontrast), times 16."""
+    return np.asarray(ImageOps.autocontrast(xray), np.uint16) * 16
 
 
 def _exif_rotation(orientation: int) -> bytes:
@@ -328,9 +368,63 @@ def test_every_image_kind_is_accepted(client, xray):
         # the client's file name and type are ignored: everything is sent as "scan.txt"
         size = (260, 300) if name == "EXIF-rotated JPEG" else (300, 260)
         assert_prediction(post(client, data, filename="scan.txt"), size=size)
-    sixteen_bit = post(client, kinds["16-bit grayscale PNG"]).get_json()
-    eight_bit = post(client, kinds["grayscale PNG"]).get_json()
-    assert sixteen_bit["probability"] == pytest.approx(eight_bit["probability"], abs=1e-4)
+    # 16- and 32-bit images are scaled by their actual range: 12-bit content is the 8-bit image
+    eight_bit = post(client, encode(ImageOps.autocontrast(xray))).get_json()
+    for name in ("16-bit grayscale PNG", "16-bit TIFF", "32-bit integer TIFF"):
+        assert post(client, kinds[name]).get_json()["probability"] == eight_bit["probability"], name
+
+
+def test_large_upload_is_shown_at_most_2048_px_and_scored_at_full_resolution(client, app, xray):
+    """A 4000 x 3000 upload (12 MP, allowed): the overlay is 2048 x 1536; the probability is the
+    model's on the full-resolution decode resized to 224, as for any upload."""
+    large = xray.resize((4000, 3000), Image.Resampling.BICUBIC)
+    data = encode(large, "JPEG", quality=90)
+    body = assert_prediction(post(client, data), size=(2048, 1536))
+    expected = np.asarray(app.extensions["predictor"].model(fgc.load_image_for_model(data)[1], training=False))
+    assert body["probability"] == pytest.approx(float(expected[0, 0]), abs=1e-5)
+
+
+def test_overlay_colours_are_matplotlibs_jet():
+    from matplotlib import colormaps
+
+    expected = colormaps["jet"](np.linspace(0, 1, 256), bytes=True)[:, :3]
+    np.testing.assert_array_equal(np.array(app_package.JET_PALETTE).T, expected)
+
+
+def test_overlay_blends_in_uint8_at_the_images_size():
+    image = np.full((30, 50, 3), 200, np.uint8)
+    heatmap = np.zeros((7, 7), np.float32)
+    heatmap[:, 4:] = 1.0
+    np.testing.assert_array_equal(app_package.draw_overlay(image, heatmap, alpha=0.0), image)
+    coloured = app_package.draw_overlay(image, heatmap, alpha=1.0)
+    assert coloured.dtype == np.uint8 and coloured.shape == image.shape
+    palette = np.array(app_package.JET_PALETTE).T  # (256, 3)
+    assert (coloured[:, 0] == palette[0]).all() and (coloured[:, -1] == palette[255]).all()
+    blended = app_package.draw_overlay(image, heatmap, alpha=0.4)
+    assert np.abs(blended[:, 0] - (0.6 * 200 + 0.4 * palette[0])).max() <= 1
+
+
+def test_model_and_explainer_are_built_once_per_process(model_path, jpeg_bytes, monkeypatch):
+    built = []
+    original = fgc.GradCamExplainer
+
+    def counting(*args, **kwargs):
+        built.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fgc, "GradCamExplainer", counting)
+    client = create_app(model_path).test_client()
+    for _ in range(3):
+        assert post(client, jpeg_bytes).status_code == 200
+    assert len(built) == 1
+
+
+@pytest.mark.parametrize("variable, value", [("IMAGE_SLOTS", "0"), ("IMAGE_SLOTS", "0.5"), ("IMAGE_SLOTS", "many"),
+                                             ("MAX_UPLOAD_MB", "-5"), ("MAX_UPLOAD_MB", "lots")])
+def test_bad_settings_are_clear_errors(model_path, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=rf"\${variable} must be a positive .*number of .*got '{value}'"):
+        create_app(model_path)
 
 
 def test_client_file_name_is_never_used(client, jpeg_bytes, tmp_path, monkeypatch):
@@ -363,14 +457,20 @@ def test_uploads_stay_in_memory(client, xray, monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # Same preprocessing as training: full-size original and its 224 px copy
 # ----------------------------------------------------------------------------------------------
-def compare_fullsize_and_224(client, pairs, max_gap: float) -> list[str]:
-    """Labels of each pair agree; probabilities differ by at most max_gap. Returns the labels."""
+def compare_fullsize_and_224(client, pairs, max_gap: float, model=None) -> list[str]:
+    """Labels of each pair agree; probabilities differ by at most max_gap. With ``model``, the 224
+    px upload must also give exactly the probability of :func:`reference_input` (independent of
+    the app's decoding) and the full-size upload one within max_gap of it. Returns the labels."""
     labels = []
     for original, copy in pairs:
         full = assert_prediction_any(post(client, original.read_bytes()))
         small = assert_prediction_any(post(client, copy.read_bytes()))
         assert abs(full["probability"] - small["probability"]) <= max_gap, (original.name, full, small)
         assert full["label"] == small["label"], (original.name, full["probability"], small["probability"])
+        if model is not None:
+            reference = float(np.asarray(model(reference_input(copy), training=False))[0, 0])
+            assert small["probability"] == pytest.approx(reference, abs=1e-5), (copy.name, small, reference)
+            assert abs(full["probability"] - reference) <= max_gap, (original.name, full, reference)
         labels.append(full["label"])
     return labels
 
@@ -382,20 +482,20 @@ def assert_prediction_any(response) -> dict:
 
 
 @pytest.mark.skipif(not FULLSIZE.is_dir() or not SMALL.is_dir(), reason=f"data not found in {DATA_ROOT}")
-def test_fullsize_and_224_copy_give_the_same_label(client):
+def test_fullsize_and_224_copy_give_the_same_label(client, app):
     pairs = fullsize_pairs()
     assert len(pairs) >= 4, f"too few full-size/224 pairs in {FULLSIZE}"
-    labels = compare_fullsize_and_224(client, pairs, max_gap=0.15)
+    labels = compare_fullsize_and_224(client, pairs, max_gap=0.15, model=app.extensions["predictor"].model)
     assert set(labels) == {"NORMAL", "PNEUMONIA"}  # the calibrated tiny model predicts both classes
     original = Image.open(pairs[0][0])
     assert max(original.size) > 400  # really full size
 
 
 def trained_model() -> Path | None:
-    """The app's default bundle in models/, when the model notebook has written one."""
+    """The app's default bundle in models/, when the model notebook has written its manifest."""
     try:
         return app_package.resolve_model_path()
-    except ModelNotFoundError:
+    except (ModelNotFoundError, fgc.ManifestError):
         return None
 
 
@@ -436,33 +536,61 @@ def test_examples_are_listed_served_and_analysed_in_one_click(app, client, tmp_p
         app.config["EXAMPLES_DIR"] = app_package.EXAMPLES_DIR
 
 
-def test_model_path_from_argument_env_or_default(model_path, monkeypatch, tmp_path):
+def copy_bundle(model_path: Path, folder: Path, name: str, **metadata) -> Path:
+    """A copy of the bundle ``model_path`` as ``folder/<name>.keras`` whose metadata names it
+    ``name`` (plus ``metadata``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / f"{name}.keras"
+    shutil.copy(model_path, copy)
+    sidecar = json.loads(model_path.with_suffix(".json").read_text())
+    copy.with_suffix(".json").write_text(json.dumps({**sidecar, "model_name": name, **metadata}))
+    return copy
+
+
+@pytest.fixture()
+def manifest_models(model_path, tmp_path, monkeypatch) -> Path:
+    """The app's models folder, patched to a temporary one: bundles ``first`` and ``second`` in the
+    manifest (default ``second``), and a ``stray`` bundle left by an earlier run, which its
+    metadata flags as the app's default with the best validation ROC-AUC."""
+    models = tmp_path / "models"
+    bundles = {name: copy_bundle(model_path, models, name) for name in ("first", "second")}
+    copy_bundle(model_path, models, "stray", app_default=True, val_roc_auc=0.999)
+    fgc.write_manifest(models, bundles, default="second", default_rule="test rule", run={"test": True})
+    monkeypatch.setattr(app_package, "MODELS_DIR", models)
+    monkeypatch.delenv("MODEL_PATH", raising=False)
+    return models
+
+
+def test_default_model_is_the_manifests(manifest_models, model_path, monkeypatch, tmp_path):
+    resolve = app_package.resolve_model_path
+    assert resolve() == manifest_models / "second.keras"
+    assert create_app().extensions["predictor"].name == "second"
+    assert resolve("first") == manifest_models / "first.keras"  # a bundle of the manifest, by name
+    assert resolve(model_path) == model_path  # or any .keras path
+    monkeypatch.setenv("MODEL_PATH", "first")
+    assert resolve() == manifest_models / "first.keras"
     monkeypatch.setenv("MODEL_PATH", str(model_path))
-    assert app_package.resolve_model_path() == model_path
-    assert app_package.resolve_model_path(model_path) == model_path
+    assert resolve() == model_path
+    with pytest.raises(fgc.ManifestError, match="no bundle 'stray'"):
+        resolve("stray")  # never a bundle the manifest does not list
     with pytest.raises(ModelNotFoundError, match="nowhere.keras"):
-        app_package.resolve_model_path(tmp_path / "nowhere.keras")
+        resolve(tmp_path / "nowhere.keras")
     monkeypatch.setenv("MODEL_PATH", str(tmp_path / "gone.keras"))
     with pytest.raises(ModelNotFoundError, match=r"gone.keras.*MODEL_PATH"):
         create_app()
-    monkeypatch.delenv("MODEL_PATH")
-    monkeypatch.setattr(app_package, "REPO_ROOT", tmp_path)
-    with pytest.raises(ModelNotFoundError, match="model_deep_learning.ipynb"):
-        app_package.resolve_model_path()
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "scratch_cnn.keras").write_bytes(b"")
-    assert app_package.resolve_model_path() == models / "scratch_cnn.keras"
-    # the default is the bundle with the highest validation ROC-AUC recorded in its metadata
-    for name, auc in (("a_model", 0.95), ("b_model", 0.99), ("c_model", 0.97)):
-        (models / f"{name}.keras").write_bytes(b"")
-        (models / f"{name}.json").write_text(json.dumps({"val_roc_auc": auc}))
-    (models / "d_model.keras").write_bytes(b"")
-    (models / "d_model.json").write_text("{not json")
-    assert app_package.resolve_model_path() == models / "b_model.keras"
-    # the notebook's app_default flag (chosen on validation) wins over any recorded AUC
-    (models / "a_model.json").write_text(json.dumps({"val_roc_auc": 0.95, "app_default": True}))
-    assert app_package.resolve_model_path() == models / "a_model.keras"
+
+
+@pytest.mark.parametrize("damage, fragments", [
+    (lambda models: (models / "second.keras").write_bytes(b"not the trained weights"), ("second.keras", "SHA-256")),
+    (lambda models: (models / "first.json").unlink(), ("first.json", "missing")),
+    (lambda models: (models / "manifest.json").unlink(), ("manifest.json", "not found")),
+])
+def test_app_refuses_to_start_when_manifest_and_files_disagree(manifest_models, damage, fragments):
+    damage(manifest_models)
+    with pytest.raises(fgc.ManifestError) as info:
+        create_app()
+    for fragment in (*fragments, "model_deep_learning.ipynb", "fetch_models.py"):
+        assert fragment in str(info.value)
 
 
 def test_not_a_model_is_a_clear_error(tmp_path):
@@ -479,14 +607,27 @@ def test_command_line_reports_a_missing_model(tmp_path):
     assert "Model file not found" in result.stderr and "missing.keras" in result.stderr
 
 
-def test_metadata_threshold_is_used(tmp_path, model_path, jpeg_bytes):
-    import shutil
+def test_command_line_reports_an_unknown_bundle_name():
+    result = subprocess.run([sys.executable, "-m", "app", "--model", "no_such_bundle"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "manifest.json" in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
-    copy = tmp_path / model_path.name
-    shutil.copy(model_path, copy)
-    metadata = json.loads(model_path.with_suffix(".json").read_text())
-    metadata.update(threshold=0.0, model_name="renamed_model")
-    copy.with_suffix(".json").write_text(json.dumps(metadata))
-    body = create_app(copy).test_client().post(
-        "/api/predict", data={"file": (io.BytesIO(jpeg_bytes), "a.jpg")}).get_json()
-    assert body["threshold"] == 0.0 and body["label"] == "PNEUMONIA" and body["model"] == "renamed_model"
+
+def test_metadata_threshold_is_used(tmp_path, model_path, client):
+    """Two uploads with different probabilities; thresholds below, between and above them, from
+    the bundle's metadata, must give labels (P, P), (N, P) and (N, N): no fixed threshold can."""
+    uploads = {post(client, data).get_json()["probability"]: data
+               for data in (original.read_bytes() for original, _ in fullsize_pairs()[:6])}
+    probabilities = sorted(uploads)
+    gap = int(np.argmax(np.diff(probabilities)))
+    low, high = probabilities[gap], probabilities[gap + 1]
+    assert high - low > 0.02, probabilities
+    thresholds = {"below": low / 2, "between": (low + high) / 2, "above": (high + 1) / 2}
+    expected = {"below": ["PNEUMONIA", "PNEUMONIA"], "between": ["NORMAL", "PNEUMONIA"], "above": ["NORMAL", "NORMAL"]}
+    for where, threshold in thresholds.items():
+        bundle = copy_bundle(model_path, tmp_path / where, "renamed_model", threshold=threshold)
+        renamed = create_app(bundle).test_client()
+        bodies = [post(renamed, uploads[probability]).get_json() for probability in (low, high)]
+        assert [body["label"] for body in bodies] == expected[where], (where, threshold, bodies)
+        assert all(body["threshold"] == threshold and body["model"] == "renamed_model" for body in bodies)

@@ -136,13 +136,35 @@ def test_app_runs_with_app_requirements_only(data_root):
                                     f"(the image) does not install:\n{result.stderr[-3000:]}")
 
 
+IMAGE_REQUIREMENTS_RULE = re.compile(r"sed '(s/\^tensorflow==/tensorflow-cpu==/)' \S*requirements-app\.txt > ")
+
+
 def test_dockerfile_installs_app_requirements_and_copies_the_app():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert re.search(r"^COPY requirements-app\.txt ", dockerfile, re.MULTILINE), \
         "Dockerfile does not copy requirements-app.txt"
-    assert "-r requirements-app.txt" in dockerfile and "requirements.txt" not in dockerfile.replace(
-        "requirements-app.txt", ""), "the image must install requirements-app.txt only, not requirements.txt"
+    assert IMAGE_REQUIREMENTS_RULE.search(dockerfile) and "-r /tmp/requirements-image.txt" in dockerfile, \
+        "the image must install requirements-app.txt (with tensorflow-cpu for tensorflow)"
+    assert "requirements.txt" not in dockerfile.replace("requirements-app.txt", ""), \
+        "the image must install requirements-app.txt only, not requirements.txt"
     for source in IMAGE_FILES:
         assert re.search(rf"^COPY {re.escape(source)} ", dockerfile, re.MULTILINE), \
             f"Dockerfile does not COPY {source}"
         assert (REPO_ROOT / source).exists(), f"{source}, copied by the Dockerfile, is missing from the repo"
+
+
+def test_wheelhouse_holds_what_the_dockerfile_installs():
+    """build_container.sh downloads the wheels with the Dockerfile's own tensorflow-cpu rule."""
+    rules = [IMAGE_REQUIREMENTS_RULE.search((REPO_ROOT / name).read_text())
+             for name in ("Dockerfile", "scripts/build_container.sh")]
+    assert all(rules), "Dockerfile or scripts/build_container.sh lacks the tensorflow-cpu rule"
+    assert rules[0][1] == rules[1][1]
+
+
+def test_image_runs_as_non_root_without_build_tools():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    final_stage = dockerfile[dockerfile.rindex("\nFROM "):]
+    assert re.search(r"^USER 10001:10001$", final_stage, re.MULTILINE), "the image must run as a non-root user"
+    assert "COPY --from=venv /opt/venv /opt/venv" in final_stage
+    assert "apt-get" not in final_stage and "pip install" not in final_stage, \
+        "build tools (apt packages, pip) belong to the venv stage, not the image"

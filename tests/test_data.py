@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 import warnings
 from pathlib import Path
 
@@ -297,12 +298,21 @@ def test_decode_cmyk(fgc):
     assert pixels.mean() > 0.9  # no ink is white
 
 
-def test_decode_16_bit(fgc):
-    array = np.full((30, 40), 32768, dtype=np.uint16)
-    array[:, 20:] = 65535
-    pixels = _check_model_input(fgc, _encode(Image.fromarray(array), "PNG"))
-    np.testing.assert_allclose(pixels[:, :100], 0.5, atol=0.01)
-    np.testing.assert_allclose(pixels[:, 130:], 1.0, atol=1e-5)
+@pytest.mark.parametrize("dtype, fmt", [(np.uint16, "PNG"), (np.uint16, "TIFF"), (np.int32, "TIFF")])
+def test_decode_16_and_32_bit_are_scaled_by_their_range(fgc, dtype, fmt):
+    """12-bit content (100..4095) in a 16-bit (mode I;16) or 32-bit (mode I) image: min -> 0,
+    max -> 255, linear between (not divided by 65535, which leaves it nearly black)."""
+    array = np.full((30, 40), 100, dtype=dtype)
+    array[:, 10:20] = 2048
+    array[:, 20:] = 4095
+    rgb = fgc.decode_image_bytes(_encode(Image.fromarray(array), fmt))
+    assert rgb.dtype == np.uint8 and rgb.shape == (30, 40, 3)
+    np.testing.assert_array_equal(rgb[0, [0, 15, 30]], [[0] * 3, [round(1948 * 255 / 3995)] * 3, [255] * 3])
+
+
+def test_decode_constant_16_bit_image_is_black(fgc):
+    rgb = fgc.decode_image_bytes(_encode(Image.fromarray(np.full((8, 8), 3000, np.uint16)), "PNG"))
+    assert not rgb.any()
 
 
 def test_decode_real_fullsize_jpeg(fgc, fullsize_dir):
@@ -311,6 +321,36 @@ def test_decode_real_fullsize_jpeg(fgc, fullsize_dir):
     with Image.open(path) as image:
         assert original.shape == (image.height, image.width, 3)
     assert batch.shape == (1, 224, 224, 3) and batch.dtype == np.float32
+
+
+@pytest.mark.parametrize("error", [struct.error("unpack requires a buffer of 2 bytes"), EOFError(),
+                                   OSError("broken data stream"), NotImplementedError("Unknown pixel format")])
+def test_decoder_failures_are_image_decode_errors(fgc, monkeypatch, error):
+    """Whatever Pillow raises on malformed bytes (struct.error and EOFError included) is an
+    ImageDecodeError naming the source and the exception."""
+    from PIL import ImageFile
+
+    def fail(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fail)
+    with pytest.raises(fgc.ImageDecodeError, match=rf"scan.png: corrupt, truncated or unsupported image \({type(error).__name__}"):
+        fgc.decode_image_bytes(jpeg_bytes(1), source="scan.png")
+
+
+def test_decode_refuses_more_than_max_image_pixels_naming_the_limit(fgc):
+    side = int(fgc.MAX_IMAGE_PIXELS ** 0.5) + 1
+    with pytest.raises(fgc.ImageDecodeError, match=rf"{side}x{side}.*at most 16 megapixels"):
+        fgc.decode_image_bytes(_encode(Image.new("L", (side, side)), "PNG"), source="big.png")
+
+
+def test_load_image_for_model_shrinks_only_the_shown_copy(fgc):
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (1000, 3000), dtype=np.uint8))
+    data = _encode(image, "PNG")
+    full, model_input = fgc.load_image_for_model(data)
+    shown, same_input = fgc.load_image_for_model(data, display_max_side=1200)
+    assert full.shape == (1000, 3000, 3) and shown.shape == (400, 1200, 3)
+    np.testing.assert_array_equal(model_input, same_input)
 
 
 @pytest.mark.parametrize("kind", ["empty", "truncated", "random", "text"])
@@ -512,3 +552,99 @@ def test_decoded_cache_corrupt_colour_entry_is_rebuilt(fgc, mixed_files, tmp_pat
     assert again.element_spec.shape.as_list() == [None, 224, 224, 3]
     np.testing.assert_array_equal(_images(again), first)
     assert entries[3].read_bytes() == good
+
+
+# ----------------------------------------------------------------------------------------------
+# Pixel-space augmentation (build_augmentation) and the validation perturbations (perturb_images)
+# ----------------------------------------------------------------------------------------------
+PERTURBATION_KINDS = ("zoom", "low_contrast", "blur", "noise")
+
+
+def _unit_batches(side: int = 64) -> list[np.ndarray]:
+    """Two batches (3, side, side, 3) in [0, 1]: random pixels, with a half-white image and a half-black one."""
+    rng = np.random.default_rng(0)
+    first = rng.random((3, side, side, 3), dtype=np.float32)
+    first[0, :, : side // 2] = 1.0
+    first[1, : side // 2] = 0.0
+    return [first, rng.random((3, side, side, 3), dtype=np.float32)]
+
+
+def _augmented(fgc, seed: int, batches: list[np.ndarray]) -> list[np.ndarray]:
+    augment = fgc.build_augmentation(seed)
+    return [np.asarray(augment(batch, training=True)) for batch in batches]
+
+
+def test_augmentation_same_seed_and_batches_give_the_same_views(fgc):
+    batches = _unit_batches()
+    first, again, other = _augmented(fgc, 0, batches), _augmented(fgc, 0, batches), _augmented(fgc, 1, batches)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(first[0], other[0]) and not np.allclose(first[1], other[1])
+    # one augmentation draws anew for each batch: the same pixels twice give two views
+    twice = _augmented(fgc, 0, [batches[0], batches[0]])
+    np.testing.assert_array_equal(twice[0], first[0])
+    assert not np.allclose(twice[0], twice[1])
+
+
+def test_augmentation_stays_in_unit_range_and_changes_every_image(fgc):
+    batches = _unit_batches()
+    augment = fgc.build_augmentation(3)
+    kinds = [layer.__class__.__name__ for layer in augment.layers]
+    assert {"RandomZoom", "RandomTranslation", "RandomRotation", "RandomBrightness", "RandomContrast",
+            "RandomGamma"} <= set(kinds) and not any("Flip" in kind for kind in kinds)  # anatomy is not symmetric
+    for batch in batches:
+        out = np.asarray(augment(batch, training=True))
+        assert out.shape == batch.shape and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 1.0
+        assert np.all(np.abs(out - batch).mean(axis=(1, 2, 3)) > 0.01)  # not the identity, for any image
+        np.testing.assert_array_equal(np.asarray(augment(batch, training=False)), batch)  # inference: untouched
+
+
+def test_random_gamma_raises_each_image_to_one_power_in_range(fgc):
+    gamma = next(layer for layer in fgc.build_augmentation(0).layers if layer.__class__.__name__ == "RandomGamma")
+    factor = fgc.AUGMENTATION["gamma"]
+    x = np.full((32, 4, 4, 3), 0.5, np.float32)
+    x[:, 0, 0], x[:, 0, 1] = 0.0, 1.0
+    out = np.asarray(gamma(x, training=True))
+    exponents = np.log(out[:, 2, 2, 0]) / np.log(0.5)
+    assert np.all(exponents >= 1 / (1 + factor) - 1e-4) and np.all(exponents <= 1 + factor + 1e-4)
+    assert exponents.std() > 0.05 and (exponents < 1).any() and (exponents > 1).any()  # drawn per image
+    np.testing.assert_allclose(out[:, 1:], np.broadcast_to(out[:, 2:3, 2:3, :1], out[:, 1:].shape), rtol=1e-6)
+    assert np.all(out[:, 0, 0] == 0.0) and np.all(out[:, 0, 1] == 1.0)  # 0 and 1 are fixed points
+    np.testing.assert_array_equal(np.asarray(gamma(x, training=False)), x)
+
+
+def test_validation_perturbations_are_declared(fgc):
+    assert set(fgc.VALIDATION_PERTURBATIONS) == set(PERTURBATION_KINDS)
+    assert all(isinstance(text, str) and text for text in fgc.VALIDATION_PERTURBATIONS.values())
+
+
+@pytest.mark.parametrize("kind", PERTURBATION_KINDS)
+def test_perturb_images_is_deterministic_in_range_and_keeps_the_shape(fgc, kind):
+    images = _unit_batches()[0]
+    before = images.copy()
+    out = fgc.perturb_images(images, kind, seed=5)
+    assert out.shape == images.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    np.testing.assert_array_equal(out, fgc.perturb_images(images, kind, seed=5))
+    np.testing.assert_array_equal(images, before)  # the input is not modified
+    assert not np.allclose(out[2], images[2], atol=0.01)  # a random image is changed
+    other_seed = fgc.perturb_images(images, kind, seed=6)
+    if kind == "noise":
+        assert not np.array_equal(out, other_seed)
+        grey = np.full((2, 64, 64, 3), 0.5, np.float32)
+        noise = fgc.perturb_images(grey, kind) - 0.5
+        assert noise.std() == pytest.approx(0.05, rel=0.1)
+        np.testing.assert_array_equal(noise[..., 0], noise[..., 2])  # the same noise in every channel: still grey
+    else:
+        np.testing.assert_array_equal(out, other_seed)  # only the noise is drawn
+    if kind == "low_contrast":
+        np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), images.mean(axis=(1, 2, 3)), atol=1e-5)
+        np.testing.assert_allclose(out.std(axis=(1, 2, 3)), images.std(axis=(1, 2, 3)) / 2, atol=1e-5)
+
+
+def test_perturb_images_unknown_kind_names_the_kinds(fgc):
+    with pytest.raises(ValueError) as info:
+        fgc.perturb_images(np.zeros((1, 8, 8, 3), np.float32), "rotate")
+    message = str(info.value)
+    assert "'rotate'" in message and all(kind in message for kind in PERTURBATION_KINDS)

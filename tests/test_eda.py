@@ -333,6 +333,43 @@ def test_plot_functions_return_labelled_figures_and_save_them(tiny_index, tmp_pa
         assert plots, "a plot needs axis labels and a legend"
 
 
+def test_images_per_patient_log_axis_has_plain_labels(tiny_index):
+    figure = f.plot_images_per_patient(tiny_index)
+    axis = figure.axes[0]
+    figure.canvas.draw()
+    labels = [t.get_text() for t in axis.get_yticklabels() if t.get_text()]
+    assert axis.get_yscale() == "log" and labels
+    assert not any("$" in label for label in labels)  # no mathtext: no STIX font lookup, no findfont warnings
+
+
+# ----------------------------------------------------------------------------------------------
+# Findings
+# ----------------------------------------------------------------------------------------------
+def test_data_summary_and_findings_come_from_the_numbers(tiny_index, tmp_path):
+    grouped = f.patient_grouped_split(tiny_index, val_fraction=0.5)
+    duplicates = f.find_duplicates(grouped)
+    overlap = f.patient_overlap_report(grouped)
+    mean_gray = pd.Series(np.where(grouped["label"] == "NORMAL", 100.0, 140.0), index=grouped.index)
+    summary = f.data_summary(grouped, grouped, duplicates, overlap, mean_gray)
+    path = f.save_data_summary(summary, tmp_path / "results" / "data_summary.json")
+    assert json.loads(path.read_text()) == summary  # JSON-ready
+    assert summary["official"]["train"] == {"NORMAL": 3, "PNEUMONIA": 3}
+    assert summary["sizes"]["NORMAL"]["width_median"] == 300 and summary["sizes"]["PNEUMONIA"]["aspect_median"] == pytest.approx(2 / 3, abs=1e-3)
+    assert summary["duplicates"] == {"groups": 2, "files": 4, "across_splits": 1, "label_conflicts": 0}
+    assert summary["overlap"]["PNEUMONIA"]["shared_ids"] == 1
+    text = f.data_findings(summary)
+    lines = text.splitlines()
+    assert all(line.startswith("- **") for line in lines)
+    assert "3 PNEUMONIA and 3 NORMAL images (50% PNEUMONIA)" in text
+    assert "NORMAL originals are median 300 x 200 px (aspect 1.50), PNEUMONIA 200 x 300 (aspect 0.67)" in text
+    assert "1.0 times larger by area" in text and f"({len(grouped)} originals)" in text
+    assert "NORMAL 100 (sd 0), PNEUMONIA 140 (sd 0): a different brightness on average" in text
+    assert "2 groups of byte-identical files (4 files), 1 of them across splits" in text
+    assert "1 of 2 PNEUMONIA test ids" in text
+    no_gray = f.data_findings(f.data_summary(grouped, grouped, duplicates, overlap))
+    assert "Grey levels" not in no_gray and "Copies" in no_gray
+
+
 def test_example_images_are_small_pngs_one_per_split_and_class(data_root, tmp_path):
     fullsize = f.build_index(data_root / "chest_xray_fullsize_sample")
     written = f.save_example_images(fullsize, tmp_path / "images", max_side=256)
@@ -426,3 +463,19 @@ def test_console_filter_drops_the_tensorflow_start_up_lines_and_keeps_real_error
     filtered = subprocess.run(["grep", "-v", "-E", pattern], input="\n".join(noise + kept) + "\n",
                               capture_output=True, text=True).stdout
     assert filtered.splitlines() == kept
+
+
+def test_committed_data_notebook_renders_without_noise_and_ends_with_generated_findings():
+    path = REPO_ROOT / "data_visualization.ipynb"
+    assert path.stat().st_size <= 2.5e6, f"{path.name} is {path.stat().st_size / 1e6:.1f} MB"
+    notebook = json.loads(path.read_text())
+    streams = [output for cell in notebook["cells"] for output in cell.get("outputs", [])
+               if output.get("output_type") == "stream" and output.get("name") == "stderr"]
+    assert not streams, "".join("".join(s["text"]) for s in streams)[:500]  # no font fallbacks, no logs
+    markdown_cells = [i for i, cell in enumerate(notebook["cells"]) if cell["cell_type"] == "markdown"]
+    findings = next(i for i in markdown_cells if "".join(notebook["cells"][i]["source"]).startswith("## Findings"))
+    last = notebook["cells"][-1]
+    assert findings == len(notebook["cells"]) - 2 and last["cell_type"] == "code"
+    assert "data_findings" in "".join(last["source"])
+    shown = "".join(last["outputs"][0]["data"]["text/markdown"]) if last.get("outputs") else ""
+    assert shown.startswith("- **Imbalance.**")  # executed: the findings are generated, not typed

@@ -4,7 +4,8 @@
   gradients and moving statistics in training mode, outputs in inference mode; fallbacks agree too.
 - The scratch CNN with the fused BatchNorm, and compiled with ``jit_compile=True`` (XLA), give the
   same predictions, loss and one training step as Keras' own layers with the default compile, on a
-  tiny scratch CNN (48 px inputs, dropout off so the step is deterministic).
+  tiny scratch CNN (56 px inputs, centre-cropped to 49 px as the model's first layer does; dropout off
+  so the step is deterministic).
 - ``train_scratch_cnn`` in mixed_bfloat16 returns a float32 model with the trained weights and
   leaves the global dtype policy as it found it; "auto" picks bfloat16 only on CPUs that have it.
 - ``make_dataset`` gives the images the original's ``ImageDataGenerator(rescale=1/255)
@@ -19,7 +20,7 @@ import shutil
 import numpy as np
 import pytest
 
-SHAPE = (48, 48, 3)
+SHAPE = (56, 56, 3)  # the scratch CNN's centre crop keeps 7/8 (49 px): 4 conv-pool blocks leave 1 x 1
 
 
 def _twin_models(fgc, fast: dict):

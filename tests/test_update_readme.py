@@ -1,0 +1,320 @@
+"""scripts/update_readme.py (README.md, docs/*.md and app/README.md from results/ and bench/) and
+scripts/compare_runs.py: the sections render from today's files and from files with the keys a
+later run adds, the README stays short, prose lines stay readable, and runs compare only with others."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GENERATED = ["README.md", "app/README.md", "docs/reproducibility.md", "docs/performance.md", "docs/data.md",
+             "docs/gradcam.md", "docs/app_verification.md"]
+INPUTS = ["results", "bench"]
+MARKER = re.compile(r"<!-- ([a-z-]+):start -->")
+
+
+def _test(accuracy: float, auc: float, sensitivity: float = 0.97, specificity: float = 0.7) -> dict:
+    return {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.03, accuracy + 0.03], "roc_auc": auc,
+            "roc_auc_ci95": [auc - 0.02, auc + 0.01], "sensitivity": sensitivity, "specificity": specificity}
+
+
+def _family(accuracy: float, auc: float, seeds: int = 3, **test) -> dict:
+    per_seed = [{"seed": s, "best_epoch": 3, "threshold": 0.1, "val": {"roc_auc": 0.99 - s / 100},
+                 "test": _test(accuracy - 0.01 * s, auc)} for s in range(seeds)]
+    return {"status": "ok", "seeds": per_seed, "threshold": 0.2, "val": {"roc_auc": 0.99},
+            "test": _test(accuracy, auc, **test),
+            "seed_spread": {"accuracy_mean": accuracy - 0.02, "accuracy_sd": 0.01, "roc_auc_mean": auc,
+                            "roc_auc_sd": 0.01, "n_seeds": seeds}}
+
+
+@pytest.fixture()
+def metrics() -> dict:
+    """A metrics.json of today's shape: three families that ran, one not run, a cross-model ensemble."""
+    return {"dataset": {"test_n": 624, "test_normal": 234, "test_pneumonia": 390, "train_n": 4709, "val_n": 523,
+                        "split": "patient-grouped"},
+            "machine": "x86_64 CPU, 2 cores, no GPU", "quick": False, "app_default": "hed_vgg16_transfer",
+            "models": {"scratch_cnn": _family(0.84, 0.925),
+                       "vggface_transfer": {"status": "not run: weights unavailable"},
+                       "hed_vgg16_transfer": _family(0.79, 0.942),
+                       "xception_imagenet_transfer": _family(0.886, 0.959, specificity=0.731),
+                       "ensemble": {"status": "ok", "members": ["scratch_cnn", "hed_vgg16_transfer"],
+                                    "threshold": 0.8, "val": {"roc_auc": 0.997}, "test": _test(0.81, 0.96)}},
+            "protocol": {"chosen_on_validation": ["epochs: early stopping"], "test_scorings": 1,
+                         "history": [{"scored_at": "t1", "code_commit": "abc1234", "published": True,
+                                      "what_changed": "first run", "results": {"scratch_cnn": {"accuracy": 0.8,
+                                                                                               "roc_auc": 0.9}}}]}}
+
+
+@pytest.fixture()
+def later_metrics(metrics) -> dict:
+    """The keys a later run adds: selection rule, served network, training recipe, run start."""
+    later = copy.deepcopy(metrics)
+    later["protocol"]["selection_rule"] = ["Validation signal: pooled log loss.", "Served: lowest log loss."]
+    later["protocol"]["run_started_describe"] = "v1.0-3-gabc1234-dirty"
+    later["served"] = {"name": "xception_imagenet_transfer", "seed": 1,
+                       "test": {"accuracy": 0.9, "roc_auc": 0.97, "sensitivity": 0.96, "specificity": 0.81}}
+    later["training"] = {"crop": "centre crop, 90% of each side", "augmentation": "random resized crops"}
+    return later
+
+
+@pytest.fixture()
+def repo_copy(tmp_path) -> Path:
+    """The generated files and their inputs, copied, so the script can run without touching the checkout."""
+    for name in GENERATED:
+        target = tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO_ROOT / name, target)
+    for name in INPUTS:
+        shutil.copytree(REPO_ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("*.py", "*.sh"))
+    return tmp_path
+
+
+def _prose_lines(text: str) -> list[str]:
+    """Lines that are neither table rows nor inside a code block."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and not line.lstrip().startswith("|"):
+            lines.append(line)
+    return lines
+
+
+def _check_front_page(readme: str) -> None:
+    lines = readme.splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines"
+    first_figure = next(i for i, line in enumerate(lines) if line.startswith("!["))
+    assert first_figure < 80
+    for line in _prose_lines(readme):
+        assert len(line) <= 400, line[:80]
+    assert not re.search(r"\bissue \d+|\bissues? \d+", readme, re.IGNORECASE)  # no tracker numbers
+    assert "../shared" not in readme and "/work/" not in readme  # no paths outside the repository
+    prose = "\n".join(_prose_lines(readme))
+    assert not re.search(r"\bcommit [0-9a-f]{7,}\b|`[0-9a-f]{7,40}`", prose)  # no commit hashes in prose
+    assert "bash scripts/reproduce.sh" in readme and "bash scripts/test.sh" in readme
+    for image in ("image_sizes.png", "confusion_matrices.png", "app.png", "model_comparison.png"):
+        assert f"(images_for_readme/{image})" in readme
+    for doc in ("reproducibility", "performance", "data", "gradcam"):
+        assert f"docs/{doc}.md" in readme
+    assert "github.com/Silvano315/Pneumonia_Detection" in readme and "LICENSE" in readme
+
+
+def test_every_marker_in_the_generated_files_is_filled_from_the_committed_results(update_readme, repo_copy):
+    update_readme.main(repo_copy)
+    written = {path for path, _, _ in update_readme.sections(repo_copy)}
+    for name in GENERATED:
+        text = (repo_copy / name).read_text()
+        for marker in MARKER.findall(text):
+            body = text.split(f"<!-- {marker}:start -->", 1)[1].split(f"<!-- {marker}:end -->", 1)[0]
+            assert body.strip(), f"{name}: section {marker} left empty"
+        assert (repo_copy / name) in written or not MARKER.search(text)
+    _check_front_page((repo_copy / "README.md").read_text())
+    again = {name: (repo_copy / name).read_text() for name in GENERATED}
+    update_readme.main(repo_copy)  # a second run changes nothing
+    assert again == {name: (repo_copy / name).read_text() for name in GENERATED}
+
+
+def test_the_committed_readme_is_what_the_script_writes(update_readme, repo_copy):
+    update_readme.main(repo_copy)
+    for name in GENERATED:
+        assert (repo_copy / name).read_text() == (REPO_ROOT / name).read_text(), \
+            f"{name} is stale: run .venv/bin/python scripts/update_readme.py"
+
+
+def test_a_later_run_with_the_new_keys_renders_and_keeps_the_front_page_short(update_readme, repo_copy,
+                                                                              later_metrics):
+    (repo_copy / "results" / "metrics.json").write_text(json.dumps(later_metrics))
+    update_readme.main(repo_copy)
+    readme = (repo_copy / "README.md").read_text()
+    _check_front_page(readme)
+    assert "serves ImageNet Xception transfer (seed 1)" in readme and "specificity 0.810" in readme.replace("\n", " ")
+    docs = (repo_copy / "docs" / "reproducibility.md").read_text()
+    assert "- Validation signal: pooled log loss." in docs and "`v1.0-3-gabc1234-dirty`" in docs
+    assert "**Crop:** centre crop, 90% of each side" in docs and "**Augmentation:** random resized crops" in docs
+
+
+def test_results_table_is_compact_and_readable(update_readme, metrics):
+    section = update_readme.results_section(metrics)
+    header = section.splitlines()[0]
+    assert header == "| model | accuracy [95% CI] | ROC-AUC [95% CI] | sensitivity | specificity | seeds |"
+    assert "| ImageNet Xception transfer | 0.886 [0.856, 0.916] | 0.959 [0.939, 0.969] | 0.970 | 0.731 | 3 |" in section
+    assert "| VGG-Face transfer (not run: weights unavailable) | – |" in section
+    assert "xception_imagenet_transfer" not in section  # readable names only
+
+
+def test_published_results_carry_their_citations(update_readme, fgc):
+    section = update_readme.published_section()
+    for reference in fgc.PUBLISHED_RESULTS:
+        assert reference.label in section and reference.url in section
+    assert "0.928 | 0.968" in section and "0.911 | 0.980" in section and "0.916 | 0.989" in section
+
+
+def test_served_section_uses_the_served_key_else_the_app_default(update_readme, metrics, later_metrics):
+    assert "serves ImageNet Xception transfer (seed 1)" in update_readme.served_section(later_metrics)
+    fallback = update_readme.served_section(metrics).replace("\n", " ")
+    assert "serves HED-VGG16 transfer (seed 0)" in fallback  # app_default's seed with the best validation ROC-AUC
+    assert "accuracy 0.790" in fallback
+
+
+def test_targets_are_judged_from_the_numbers(update_readme, metrics):
+    text = update_readme.targets_section(metrics).replace("\n  ", " ")
+    assert "best family accuracy ≥ 0.92: **not met** (ImageNet Xception transfer 0.886)" in text
+    assert "best family specificity ≥ 0.85: **not met** (ImageNet Xception transfer 0.731)" in text
+    assert "best family sensitivity ≥ 0.95: **met**" in text
+    assert "scratch CNN mean accuracy over seeds ≥ 0.85: **not met** (0.820" in text
+    assert "or dropped: **not met**" in text and "≥ 3 seeds per family that runs: **met**" in text
+    assert "Not run, so not judged: VGG-Face transfer (weights unavailable)" in text
+    better = copy.deepcopy(metrics)
+    better["models"]["xception_imagenet_transfer"]["test"] = _test(0.93, 0.98, 0.96, 0.86)
+    better["models"]["ensemble"] = {"status": "dropped: one family won on validation"}
+    text = update_readme.targets_section(better).replace("\n  ", " ")
+    assert "best family accuracy ≥ 0.92: **met** (ImageNet Xception transfer 0.930)" in text
+    assert "best family ROC-AUC ≥ 0.975: **met**" in text and "specificity ≥ 0.85: **met**" in text
+    assert "or dropped: **met** (dropped: one family won on validation)" in text
+
+
+def test_budget_verdicts_count_only_an_empty_cache_reproduction(update_readme):
+    machine = {"cpu": "test CPU", "cores": 2}
+    entry = {"ours": 4000.0, "measured_at": "2026-01-01T00:00:00Z", "machine": machine}
+    quick = {"ours": 400.0, "measured_at": "2026-01-01T00:00:00Z", "machine": machine}
+
+    def lines(bench: dict) -> list[str]:
+        return update_readme.budget_section(bench).replace("\n  ", " ").splitlines()
+
+    found = lines({"reproduction_wall_time": entry | {"caches": "partly filled"}, "reproduction_quick_wall_time": quick})
+    assert "not measured" in found[2] and "not met** (6.7 min" in found[3]  # 400 s > 5 min
+    found = lines({"reproduction_wall_time": entry | {"caches": "empty", "conditions": ["one family not run"]}})
+    assert "≤ 90 min (aim 75): **met**, under the conditions listed (66.7 min," in found[2] and "not measured" in found[3]
+    assert found[2].endswith("Conditions: caches empty; one family not run.")
+    over_aim = " ".join(lines({"reproduction_wall_time": entry | {"ours": 4600.0, "caches": "empty"}}))
+    assert "**met**, under the conditions listed (76.7 min, above the 75-min aim" in over_aim
+    over = " ".join(lines({"reproduction_wall_time": entry | {"ours": 5500.0, "caches": "empty"}}))
+    assert "**not met**, under the conditions listed (91.7 min," in over
+    scoped = " ".join(lines({"reproduction_wall_time": entry | {"caches": "empty", "scope": "3 of 4"}}))
+    assert "**met** for 3 of 4, under the conditions listed" in scoped
+
+
+def test_protocol_section_tolerates_old_and_new_keys(update_readme, metrics, later_metrics):
+    old = update_readme.protocol_section(metrics)
+    assert "Selection rule" not in old and "Chosen on validation data only" in old
+    assert "| t1 | abc1234 | yes | first run | Scratch CNN 0.800 / 0.900 |" in old
+    new = update_readme.protocol_section(later_metrics)
+    assert new.index("Selection rule") < new.index("Chosen on validation") < new.index("| t1 |")
+    text_rule = copy.deepcopy(later_metrics)
+    text_rule["protocol"]["selection_rule"] = "lowest pooled validation log loss"
+    del text_rule["protocol"]["chosen_on_validation"]
+    assert "scored: lowest pooled validation log loss" in update_readme.protocol_section(text_rule)
+
+
+def test_rerun_section_says_what_differs(fgc, update_readme):
+    before = {"models": {"scratch_cnn": {"threshold": 0.2, "val": {"roc_auc": 0.99},
+                                         "test": {"accuracy": 0.84, "roc_auc": 0.93},
+                                         "seeds": [{"seed": 0, "best_epoch": 3, "threshold": 0.4,
+                                                    "val": {"roc_auc": 0.99}, "test": {"accuracy": 0.8, "roc_auc": 0.9}}]}}}
+    after = {"models": {"scratch_cnn": dict(before["models"]["scratch_cnn"], test={"accuracy": 0.85, "roc_auc": 0.93})}}
+    rows = fgc.rerun_agreement(before, after)
+    side = {"scored_at": "t", "code_commit": "c", "machine": "m"}
+    text = update_readme.rerun_section({"before": side, "after": side, "rows": rows.to_dict(orient="records")})
+    assert "| Scratch CNN | 0 | 3 (same) | 0.800 (same) |" in text
+    assert "| Scratch CNN | ensemble | – | 0.840 → 0.850 |" in text and "1 of 2 rows identical" in text
+
+
+def test_gradcam_tables_render_every_column_the_file_has(update_readme):
+    checks = pd.read_csv(REPO_ROOT / "results" / "gradcam_checks.csv")
+    full = update_readme.gradcam_checks_section(checks)
+    assert len(full.splitlines()) == len(checks) + 2
+    compact = update_readme.gradcam_verdicts_section(checks)
+    assert compact.splitlines()[0].startswith("| model | images | faithfulness")
+    assert len(compact.splitlines()) == checks["model"].nunique() + 4  # header, rule, rows, blank, note
+    newer = checks.assign(deletion_fill="zeros", curve_steps=64, baseline_draws=10, deletion_diff_mean=-0.05,
+                          deletion_diff_ci_low=-0.08, deletion_diff_ci_high=-0.02, deletion_p_holm=0.01,
+                          changed_verdict="yes")
+    table = update_readme.gradcam_checks_section(newer)
+    header = table.splitlines()[0]
+    assert "deletion: map - baseline [95% CI]" in header and "-0.050 [-0.080, -0.020]" in table
+    assert "deletion sign test p (Holm)" in header and "changed verdict" in header
+    assert "deletion fill" not in header  # one value for the whole table: in the settings line
+    settings = update_readme.gradcam_settings_section(newer)
+    assert settings == "deletion fill: zeros; curve steps: 64; baseline draws: 10."
+    bare = checks[["model", "method", "subset", "faithfulness_verdict"]]
+    assert update_readme.gradcam_checks_section(bare).splitlines()[0] == "| model | method | predictions | faithfulness |"
+
+
+def test_container_section_tolerates_missing_keys(update_readme):
+    report = json.loads((REPO_ROOT / "bench" / "container.json").read_text())
+    full = update_readme.container_section(report).replace("\n", " ")
+    assert "HTTP 200" in full and "warm median" in full
+    assert update_readme.container_section({"measured_at_utc": "t", "image": "img"}) == "Last run (t): image `img`."
+
+
+def test_compare_runs_script_writes_the_report_and_refuses_what_is_not_comparable(repo_root, tmp_path):
+    record = {"seed": 0, "best_epoch": 3, "threshold": 0.4, "val": {"roc_auc": 0.99},
+              "test": {"accuracy": 0.8, "roc_auc": 0.9}, "train_seconds": 10.0}
+    metrics = {"dataset": {"test_n": 624}, "quick": False, "machine": "m",
+               "protocol": {"history": [{"scored_at": "t0", "code_commit": "no-such-commit"}]},
+               "models": {"scratch_cnn": {"threshold": 0.2, "test": {"accuracy": 0.84, "roc_auc": 0.93},
+                                          "seeds": [record]}}}
+    rerun = json.loads(json.dumps(metrics))
+    rerun["protocol"]["history"][0]["scored_at"] = "t1"  # another run of the same code
+    rerun["models"]["scratch_cnn"]["seeds"][0]["train_seconds"] = 99.0  # wall time: not a difference
+    paths = {}
+    for name, content in {"a": metrics, "b": rerun, "copy_of_a": metrics, "quick": rerun | {"quick": True},
+                          "other_data": rerun | {"dataset": {"test_n": 10}}}.items():
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(content))
+    (tmp_path / "broken.json").write_text("{not json")
+    script = str(repo_root / "scripts" / "compare_runs.py")
+
+    def run(*args):
+        return subprocess.run([sys.executable, script, *map(str, args), "--output", str(tmp_path / "out.json")],
+                              capture_output=True, text=True)
+
+    done = run(paths["a"], paths["b"])
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert [row["identical"] for row in report["rows"]] == [True, True] and report["code_changes"] is None
+    assert (report["before"]["scored_at"], report["after"]["scored_at"]) == ("t0", "t1")
+    (tmp_path / "out.json").unlink()
+    for bad, message in [(paths["a"], "the same file twice"),
+                         (tmp_path / "." / "a.json", "the same file twice"),
+                         (paths["copy_of_a"], "two copies of one run (both scored t0 at commit no-such-commit)"),
+                         (paths["quick"], "quick run"), (paths["other_data"], "different data"),
+                         (tmp_path / "broken.json", "not JSON"), ("nosuchrev:results/metrics.json", "git show failed"),
+                         (tmp_path / "missing.json", "No such file")]:
+        failed = run(paths["a"], bad)
+        assert failed.returncode == 1 and message in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+        assert not (tmp_path / "out.json").exists()  # nothing written for a refused comparison
+
+
+def test_same_run_needs_a_recorded_identity_to_call_two_files_one_run(repo_root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_runs", repo_root / "scripts" / "compare_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    unknown = {"file": "a.json", "scored_at": None, "code_commit": None}
+    assert module.same_run(unknown, unknown | {"file": "b.json"}) is None  # nothing recorded: cannot tell
+    assert module.same_run(unknown | {"file": "HEAD:results/metrics.json"},
+                           unknown | {"file": "HEAD:results/metrics.json"}).startswith("the same file")
+    known = {"file": "a.json", "scored_at": "t", "code_commit": "c"}
+    assert module.same_run(known, known | {"file": "b.json", "code_commit": "d"}) is None  # same time, other code
+    assert module.same_run(known, known | {"file": "b.json"}).startswith("two copies of one run")
+
+
+def test_wrap_keeps_tables_and_indents_bullets(update_readme):
+    long = "word " * 60
+    wrapped = update_readme.bullets(f"- {long}\n  - {long}")
+    assert all(len(line) <= update_readme.WIDTH for line in wrapped.splitlines())
+    assert wrapped.splitlines()[1].startswith("  ") and "\n  - " in wrapped
+    table = "| a | b |\n|---|---|\n| " + "x" * 300 + " | y |"
+    assert update_readme.wrap(table) == table
+    assert np.all([len(line) <= update_readme.WIDTH for line in update_readme.wrap(long).splitlines()])
