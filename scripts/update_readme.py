@@ -85,7 +85,7 @@ def results_section(metrics: dict) -> str:
     note.append("A family's row is the mean logit of its seeds, at a threshold fixed on validation, with 95% "
                 "bootstrap intervals over test images. Every choice (epochs, thresholds, saved seeds, ensemble, "
                 "served network) follows a validation rule written down before the test set was scored: "
-                "[the rule](docs/reproducibility.md#protocol).")
+                "[the rule](docs/reproducibility.md#test-protocol).")
     if ensemble.get("members"):
         note.append("The cross-model ensemble averages "
                     + ", ".join(F.display_name(m) for m in ensemble["members"]) + ", chosen on validation.")
