@@ -372,9 +372,9 @@ def load_image_for_model(data: bytes, source: str = "image",
 
 def shrink_image(image: np.ndarray, max_side: int) -> np.ndarray:
     """uint8 image (H, W, 3) shrunk, aspect ratio kept, to at most ``max_side`` pixels on its long
-    side (Pillow's thumbnail: a cheap integer reduce, then a bicubic resample)."""
+    side (Pillow's thumbnail: a cheap integer reduce, then an antialiased bilinear resample)."""
     thumbnail = Image.fromarray(image)
-    thumbnail.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    thumbnail.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(thumbnail)
 
 
@@ -803,7 +803,7 @@ def build_augmentation(seed: int = 0):
     ], name="augmentation")
 
 
-VALIDATION_PERTURBATIONS = {  # declared before any test scoring; see evaluation.SELECTION_RULE
+VALIDATION_PERTURBATIONS = {  # declared before the test scoring of the run that first used them (evaluation.SELECTION_RULE)
     "zoom": "central 85 % of each side, resized back to 224 x 224 (a tighter framing)",
     "low_contrast": "contrast halved about each image's mean",
     "blur": "Gaussian blur, sigma 2 px",

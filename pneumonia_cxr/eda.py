@@ -543,7 +543,7 @@ def size_shortcut_sentence(summary: dict) -> str:
     return (f"NORMAL originals are median {normal['width_median']:.0f} x {normal['height_median']:.0f} px (aspect "
             f"{normal['aspect_median']:.2f}), PNEUMONIA {pneumonia['width_median']:.0f} x "
             f"{pneumonia['height_median']:.0f} (aspect {pneumonia['aspect_median']:.2f}), {factor:.1f} times "
-            f"{bigger} by area{colour} ({summary['fullsize_images']} originals). Squashed to 224 x 224, this "
+            f"{bigger} by area{colour} (a sample of {summary['fullsize_images']} full-size originals). Squashed to 224 x 224, this "
             f"survives as a class-specific distortion of the chest that a model can learn.")
 
 

@@ -338,7 +338,7 @@ class CurveSettings:
 
     steps: curve points at 0, 1/steps, ..., 1 of the input's pixels (RISE steps 224 pixels of 224 x
     224 at a time, 224 steps). deletion_fill: what a deleted pixel becomes, ``"mean"`` the image's
-    mean colour (RISE deletes to 0 after ImageNet normalisation, which is the data set's mean colour)
+    mean colour (RISE deletes to 0 after ImageNet normalisation: close to the data set's mean colour)
     or ``"zeros"`` (black). insertion_blur_sigma: pixels, the Gaussian blur of the canvas insertion
     starts from (RISE: an 11 x 11 kernel, sigma 5). baseline_draws: shifted-and-flipped copies of each
     map (the same-shape baseline). draws_per_point: copies scored at each curve point, taken in turn
@@ -627,7 +627,7 @@ def gradcam_checks(explainer: "GradCamExplainer", images: np.ndarray, y_true: Se
     """
     y_true = np.asarray(y_true).astype(int)
     random_explainer = GradCamExplainer(randomised_copy(explainer.model, settings.seed),
-                                        explainer.last_conv_layer_name, tuple(batch.maps))
+                                        explainer.last_conv_layer_name, tuple(batch.maps), compiled=False)  # one call
     random_batch = random_explainer(images, class_index=batch.explained)
     curve_index = np.arange(len(images)) if curve_images is None else np.asarray(curve_images, int)
     result = faithfulness(explainer, images[curve_index], batch.subset(curve_index), settings)
@@ -636,7 +636,7 @@ def gradcam_checks(explainer: "GradCamExplainer", images: np.ndarray, y_true: Se
     uniform = float(border_share(np.asarray(place_in_frame(np.ones((1, *cells)), explainer.box, images.shape[1:3])))[0])
     names = np.asarray(CLASS_NAMES)
     extra = [pd.DataFrame({
-        "image": np.arange(len(images)), "method": method, "true_class": names[y_true], "predicted_class": names[batch.explained], "probability": batch.probabilities,
+        "method": method, "image": np.arange(len(images)), "true_class": names[y_true], "predicted_class": names[batch.explained], "probability": batch.probabilities,
         "correct": batch.explained == y_true,
         "rank_corr_random_weights": map_rank_correlation(batch.conv_maps[method], random_batch.conv_maps[method]),
         "random_map_constant": random_batch.conv_maps[method].reshape(len(images), -1).std(axis=1) == 0,
@@ -744,14 +744,16 @@ def summarise_gradcam_checks(per_image: pd.DataFrame, settings: CurveSettings = 
     (predictions), empty subsets left out; the curve settings as columns.
 
     Verdict rules (one-sided sign tests over the images of a row, ties and empty maps counting against
-    the map, each p-value Holm-adjusted over the table's tests of its kind: ``*_p_holm``; deletion and
+    the map, each p-value Holm-adjusted over the "all" rows' tests of its kind: ``*_p_holm``; the "correct" and
+    "wrong" subsets are descriptive only, with no p_holm and the verdict "descriptive (subset)"; deletion and
     insertion over the row's images with curves, ``n_curve_images``; fewer than 5 images give "too
-    few images" and no test):
+    few images" and no test). A failed test means no evidence of the property, not evidence against
+    it: with few images even a map that wins on most of them stays "not faithful" after the correction:
 
     - deletion passes when the map's deletion area is below its shifted baseline's in significantly
       more than half the images, **and** the 95% bootstrap interval of the paired mean difference
       (map - baseline, ``deletion_diff_*``) lies below 0; insertion likewise, above 0. The deletion
-      and insertion tests of all rows form one family. faithfulness_verdict: "faithful" when both
+      and insertion tests of the "all" rows form one family. faithfulness_verdict: "faithful" when both
       pass, "partly faithful (...)" when one does, else "not faithful".
     - faithfulness_verdict_old_rule: the previous rule on the same images, for comparison: sign tests
       against the scattered-noise baseline at ``alpha``, no correction, no interval.
@@ -770,11 +772,17 @@ def summarise_gradcam_checks(per_image: pd.DataFrame, settings: CurveSettings = 
                 rows.append({**labels, "subset": subset, **settings.columns(),
                              **_group_stats(part, settings.seed)})
     table = pd.DataFrame(rows)
-    faithfulness_p = holm_adjusted(np.concatenate([table["deletion_p"], table["insertion_p"]]))
-    table["deletion_p_holm"], table["insertion_p_holm"] = np.split(faithfulness_p, 2)
+    tested = (table["subset"] == SUBSETS[0]).to_numpy()  # the "all" rows; subsets are descriptive only
+    for column in ("deletion_p_holm", "insertion_p_holm", "sanity_p_holm", "border_p_holm"):
+        table[column] = np.nan
+    faithfulness_p = holm_adjusted(np.concatenate([table.loc[tested, "deletion_p"], table.loc[tested, "insertion_p"]]))
+    table.loc[tested, "deletion_p_holm"], table.loc[tested, "insertion_p_holm"] = np.split(faithfulness_p, 2)
     for test in ("sanity", "border"):
-        table[f"{test}_p_holm"] = holm_adjusted(table[f"{test}_p"])
-    return table.assign(**_verdicts(table, alpha))
+        table.loc[tested, f"{test}_p_holm"] = holm_adjusted(table.loc[tested, f"{test}_p"])
+    verdicts = pd.DataFrame(_verdicts(table, alpha), index=table.index)
+    for column in ("faithfulness_verdict", "sanity_verdict", "border_verdict"):
+        verdicts.loc[~tested & (verdicts[column] != "too few images"), column] = "descriptive (subset)"
+    return table.assign(**verdicts)
 
 
 def _verdicts(table: pd.DataFrame, alpha: float) -> dict[str, list[str]]:
@@ -787,12 +795,12 @@ def _verdicts(table: pd.DataFrame, alpha: float) -> dict[str, list[str]]:
         deletion = row["deletion_p_holm"] < alpha and row["deletion_diff_ci_high"] < 0
         insertion = row["insertion_p_holm"] < alpha and row["insertion_diff_ci_low"] > 0
         old = [sign_test_p(row[f"{kind}_wins_noise"], n_curves) < alpha for kind in ("deletion", "insertion")]
-        enough = enough_images(n_curves)
+        enough = enough_images(n_curves, alpha)
         verdicts["faithfulness_verdict"].append(faithfulness_label(deletion, insertion) if enough else few)
         verdicts["faithfulness_verdict_old_rule"].append(faithfulness_label(*old) if enough else few)
-        verdicts["sanity_verdict"].append(few if not enough_images(n) else
+        verdicts["sanity_verdict"].append(few if not enough_images(n, alpha) else
                                           "passes" if row["sanity_p_holm"] < alpha else "fails")
-        verdicts["border_verdict"].append(few if not enough_images(n) else
+        verdicts["border_verdict"].append(few if not enough_images(n, alpha) else
                                           "interior" if row["border_p_holm"] < alpha else "not interior")
     return verdicts
 
@@ -856,7 +864,7 @@ def _trust_problems(row: pd.Series) -> list[str]:
     """What keeps one summary row's maps from being trusted (empty: faithful, sane, interior)."""
     problems = []
     if row["faithfulness_verdict"] != "faithful":
-        problems.append(row["faithfulness_verdict"])
+        problems.append(f"faithfulness {row['faithfulness_verdict']}")
     if row["sanity_verdict"] != "passes":
         problems.append("fails the sanity check" if row["sanity_verdict"] == "fails" else row["sanity_verdict"])
     if row["border_verdict"] != "interior":
@@ -869,9 +877,9 @@ def findings_markdown(checks: pd.DataFrame, names: dict[str, str] | None = None,
     """The notebook's closing findings, generated from the summary table (subset "all").
 
     Per model: whether each method's maps are faithful (with the deletion and insertion effects),
-    pass the sanity check and stay off the image border (inside the thorax, as far as the border share
-    can tell); then the models whose maps should not be trusted (no method passes all three); then
-    the rows whose faithfulness verdict changes between the old rule and the new on the same images,
+    pass the sanity check and stay off the image border (as far as the share of the map in the outer frame can tell); then how much the faithfulness tests could show with the images they had; the models
+    whose maps should not be trusted (no method passes all three); then
+    the "all" rows whose faithfulness verdict changes between the old rule and the new on the same images,
     and, when ``previous`` (an earlier summary table) is given, against it."""
     names = names or {}
     everything = checks[checks["subset"] == "all"]
@@ -881,13 +889,12 @@ def findings_markdown(checks: pd.DataFrame, names: dict[str, str] | None = None,
         parts = []
         for _, row in rows.iterrows():
             parts.append(
-                f"{row['method']} is **{row['faithfulness_verdict']}** (deletion area {row['deletion_diff_mean']:+.3f} "
-                f"[{row['deletion_diff_ci_low']:+.3f}, {row['deletion_diff_ci_high']:+.3f}], insertion area "
-                f"{row['insertion_diff_mean']:+.3f} [{row['insertion_diff_ci_low']:+.3f}, "
-                f"{row['insertion_diff_ci_high']:+.3f}] against the shifted map), its sanity check "
-                f"**{row['sanity_verdict']}** (median rank correlation {row['rank_corr_median']:+.2f}) and its "
-                f"maps are **{row['border_verdict']}** (border share {row['border_share']:.2f} vs "
-                f"{row['border_share_uniform']:.2f} for a uniform map)")
+                f"{row['method']}: faithfulness **{row['faithfulness_verdict']}** (deletion area "
+                f"{row['deletion_diff_mean']:+.3f} [{row['deletion_diff_ci_low']:+.3f}, {row['deletion_diff_ci_high']:+.3f}], "
+                f"insertion area {row['insertion_diff_mean']:+.3f} [{row['insertion_diff_ci_low']:+.3f}, "
+                f"{row['insertion_diff_ci_high']:+.3f}] against the shifted map), sanity **{row['sanity_verdict']}** "
+                f"(median rank correlation {row['rank_corr_median']:+.2f}), borders **{row['border_verdict']}** "
+                f"(border share {row['border_share']:.2f} vs {row['border_share_uniform']:.2f} for a uniform map)")
         trusted = [row["method"] for _, row in rows.iterrows() if not _trust_problems(row)]
         verdict = (f"Its {' and '.join(trusted)} maps pass all three checks." if trusted else
                    "None of its maps passes all three checks: " + "; ".join(
@@ -896,17 +903,32 @@ def findings_markdown(checks: pd.DataFrame, names: dict[str, str] | None = None,
             distrusted.append(name)
         lines.append(f"- **{name}** ({rows['n_images'].iloc[0]} test images): " + "; ".join(parts) + f". {verdict}")
     lines.append("")
+    lines.append(_power_sentence(checks))
+    lines.append("")
     lines.append(("**Maps that should not be trusted:** " + ", ".join(distrusted) + ".") if distrusted else
                  "Every model has at least one method whose maps pass all three checks.")
-    changed = verdict_changes(checks, checks, "faithfulness_verdict_old_rule")
+    changed = verdict_changes(everything, everything, "faithfulness_verdict_old_rule")  # subsets: descriptive
     lines.append("")
     lines.append(_changes_sentence(changed, names, "Under the old rule (sign tests against the scattered-noise "
                                                    "baseline, no correction, no interval) on the same images"))
     if previous is not None:
         lines.append("")
-        lines.append(_changes_sentence(verdict_changes(previous, checks), names,
+        lines.append(_changes_sentence(verdict_changes(previous, everything), names,
                                        "Against the previous table (earlier networks and curves)"))
     return "\n".join(lines)
+
+
+def _power_sentence(checks: pd.DataFrame, alpha: float = ALPHA) -> str:
+    """How much the faithfulness tests of a summary table could show: images with curves, tests in
+    Holm's family, and the smallest p-value possible."""
+    n = int(checks["n_curve_images"].max())
+    tests = int(checks[["deletion_p_holm", "insertion_p_holm"]].notna().sum().sum())  # Holm's family: the "all" rows
+    sentence = (f"Deletion and insertion ran on {n} images per model, and Holm's correction covers {tests} tests: "
+                f"a map that wins on every image has a sign-test p-value of {0.5 ** n:.2g} before the correction")
+    if 0.5 ** n * tests >= alpha:
+        return sentence + (f", up to {0.5 ** n * tests:.2g} after it; with this few images \"not faithful\" "
+                           f"means not shown to be faithful, not shown to be unfaithful.")
+    return sentence + "."
 
 
 def _changes_sentence(changes: pd.DataFrame, names: dict[str, str], context: str) -> str:

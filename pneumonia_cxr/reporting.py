@@ -4,12 +4,15 @@ findings and the tables shown to readers. Every sentence is built from the numbe
 numeric is typed here except the targets, which are the project's own and stated as such."""
 from __future__ import annotations
 
+import re
 from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from .common import DISPLAY_NAMES, PUBLISHED_RESULTS, display_name
+from .data import VALIDATION_PERTURBATIONS
+from .plots import readable_names
 
 # ----------------------------------------------------------------------------------------------
 # Readable tables
@@ -28,13 +31,37 @@ READABLE_COLUMNS: dict[str, str] = {  # column names that the generic rule would
     "width_median": "median width (px)", "height_median": "median height (px)",
     "aspect_q25": "aspect ratio (25th pct.)", "aspect_median": "aspect ratio (median)",
     "aspect_q75": "aspect ratio (75th pct.)", "megapixels_median": "median megapixels",
-    "rank_corr_random_weights": "rank corr. with random weights", "border_mass": "border share",
-    "drop_top10": "top-10% drop", "drop_random10": "random 10% drop",
+    # results/gradcam_checks.csv (pneumonia_cxr.gradcam.summarise_gradcam_checks) and its per-image file
+    "deletion_fill": "deletion fill", "insertion_blur_sigma": "insertion blur (sigma, px)",
+    "curve_steps": "curve steps", "baseline_draws": "shifted copies per image",
+    "baseline_draws_per_point": "shifted copies scored per curve point", "n_curve_images": "images with curves",
+    "deletion_auc": "deletion area", "deletion_auc_shifted": "deletion area (shifted map)",
+    "deletion_auc_noise": "deletion area (noise order)", "insertion_auc": "insertion area",
+    "insertion_auc_shifted": "insertion area (shifted map)", "insertion_auc_noise": "insertion area (noise order)",
+    "deletion_diff_mean": "deletion: map - shifted", "deletion_diff_ci_low": "deletion: map - shifted, 95% CI low",
+    "deletion_diff_ci_high": "deletion: map - shifted, 95% CI high",
+    "insertion_diff_mean": "insertion: map - shifted", "insertion_diff_ci_low": "insertion: map - shifted, 95% CI low",
+    "insertion_diff_ci_high": "insertion: map - shifted, 95% CI high",
+    "deletion_wins": "deletion: map lower than baseline in", "deletion_wins_noise": "deletion: map lower than noise in",
+    "insertion_wins": "insertion: map higher than baseline in",
+    "insertion_wins_noise": "insertion: map higher than noise in",
+    "deletion_p": "deletion sign test p", "insertion_p": "insertion sign test p",
+    "sanity_p": "sanity sign test p", "border_p": "border sign test p",
+    "deletion_p_holm": "deletion p (Holm)", "insertion_p_holm": "insertion p (Holm)",
+    "sanity_p_holm": "sanity p (Holm)", "border_p_holm": "border p (Holm)",
+    "rank_corr_random_weights": "rank corr. with random weights", "rank_corr_median": "rank corr. (median)",
+    "rank_corr_ci_low": "rank corr. 95% CI low", "rank_corr_ci_high": "rank corr. 95% CI high",
+    "sanity_passes": "|r| below the limit in", "random_maps_constant": "random maps constant",
+    "random_map_constant": "random map constant", "border_share": "border share",
+    "border_share_uniform": "border share of a uniform map", "border_passes": "below a uniform map's share in",
+    "empty_maps": "empty maps", "empty_map": "empty map", "true_class": "true class",
+    "predicted_class": "predicted class", "probability": "probability of PNEUMONIA",
+    "faithfulness_verdict": "faithfulness", "faithfulness_verdict_old_rule": "faithfulness (old rule)",
+    "sanity_verdict": "sanity", "border_verdict": "borders",
+    # the checks' earlier table (until the run that writes the columns above)
+    "border_mass": "border share", "deletion_auc_random": "deletion area (random)",
+    "insertion_auc_random": "insertion area (random)", "drop_top10": "top-10% drop", "drop_random10": "random 10% drop",
     "drop_top20": "top-20% drop", "drop_random20": "random 20% drop",
-    "deletion_auc": "deletion area", "deletion_auc_random": "deletion area (random)",
-    "insertion_auc": "insertion area", "insertion_auc_random": "insertion area (random)",
-    "deletion_p": "deletion p", "insertion_p": "insertion p",
-    "faithfulness_verdict": "faithfulness", "sanity_verdict": "sanity", "border_verdict": "borders",
 }
 _WORDS = {"sd": "SD", "ci95": "95% CI", "auc": "AUC", "roc": "ROC", "val": "validation", "mean": "mean",
           "n": "number of", "id": "id", "ids": "ids", "gradcam": "Grad-CAM"}
@@ -132,6 +159,34 @@ def best_family(metrics: dict) -> str | None:
         if scored else None
 
 
+def chosen_on_validation(metrics: dict) -> bool:
+    """Whether :func:`best_family` is the served network's family, chosen by the validation rule (a
+    ``served`` record naming a scored family), rather than the family with the best test figures."""
+    return metrics.get("served", {}).get("name") in families(metrics)
+
+
+def ensemble_dropped(entry: dict | None) -> bool:
+    """Whether a cross-model ensemble entry records that the validation rule did not keep it (status
+    ``not kept: ...`` or ``dropped...``)."""
+    return str((entry or {}).get("status", "")).startswith(("not kept", "dropped"))
+
+
+def ensemble_status_text(entry: dict) -> str:
+    """A cross-model ensemble's status in words, code names readable: ``not kept: the validation rule
+    chose one family (xception_imagenet_transfer)`` -> ``dropped by the validation rule, which chose one
+    family: ImageNet Xception transfer``; other statuses with their code names replaced."""
+    status = readable_names(str(entry.get("status", "not scored")))
+    if not status.startswith("not kept"):
+        return status
+    reason = status.split(":", 1)[1].strip() if ":" in status else ""
+    named = re.match(r"^(.*?)\s*\(([^()]+)\)$", reason)
+    if named and named.group(2) in DISPLAY_NAMES.values():
+        reason = f"{named.group(1)}: {named.group(2)}"
+    if reason.startswith("the validation rule "):
+        return "dropped by the validation rule, which " + reason.removeprefix("the validation rule ")
+    return "dropped by the validation rule" + (f" ({reason})" if reason else "")
+
+
 def not_run(metrics: dict) -> dict[str, str]:
     """Families that did not run, with the reason (``status`` without its ``not run: `` prefix)."""
     return {name: entry.get("status", "").removeprefix("not run: ")
@@ -181,6 +236,8 @@ def _pretrained_finding(metrics: dict) -> str | None:
     transfer = {n: e for n, e in scored.items() if n != "scratch_cnn"}
     if not scratch or not transfer:
         return None
+    if any(len(e.get("seeds", [])) != len(scratch.get("seeds", [])) for e in transfer.values()):
+        return _pretrained_finding_single_networks(scratch, transfer, not_run(metrics))
     reference = scratch["test"]["accuracy"]
     better = [n for n, e in transfer.items() if e["test"]["accuracy"] > reference]
     answer = "partly" if better and len(better) < len(transfer) else "yes" if better else "no"
@@ -197,32 +254,89 @@ def _pretrained_finding(metrics: dict) -> str | None:
             + " and ".join(parts) + f", against the scratch CNN's {reference:.3f}{caveat}.{absent}")
 
 
-def _grouped(rows) -> str:
-    """``Original study 0.820 and 0.880; Kermany et al. 2018 0.928`` (label up to its first comma)."""
+def _pretrained_finding_single_networks(scratch: dict, transfer: dict, missing: dict) -> str:
+    """The pretrained-vs-scratch finding when the families ran different numbers of seeds: single
+    networks compared (mean test accuracy of each family's seeds, with their number), since a
+    seed-ensemble has an advantage a single network has not."""
+    def mean_of_seeds(entry: dict) -> tuple[float, int]:
+        values = [s["test"]["accuracy"] for s in entry.get("seeds", []) if "test" in s]
+        return (float(np.mean(values)) if values else float("nan")), len(values)
+
+    reference, n_scratch = mean_of_seeds(scratch)
+    parts, better = [], []
+    means = {name: mean_of_seeds(entry) for name, entry in transfer.items()}
+    for name, (value, n) in sorted(means.items(), key=lambda item: -item[1][0]):  # highest first, as the other wording
+        purpose = FAMILIES_PRETRAINED_FOR.get(name)
+        parts.append(f"{display_name(name)}{f' ({purpose})' if purpose else ''} {value:.3f} (mean of {n} seed"
+                     f"{'s' if n != 1 else ''})")
+        better.append(value > reference)
+    answer = "yes" if all(better) else "partly" if any(better) else "no"
+    absent = (" " + "; ".join(f"{display_name(n)} not run ({why})." for n, why in missing.items())) if missing else ""
+    return (f"**Pretrained for another purpose vs from scratch: {answer}, single networks compared.** Test accuracy "
+            + " and ".join(parts) + f", against the scratch CNN's {reference:.3f} ({n_scratch} seed"
+            f"{'s' if n_scratch != 1 else ''}).{absent}")
+
+
+def _short_model(label: str) -> str:
+    """A published model's name without its details: ``InceptionV3 (ImageNet), fine-tuned`` ->
+    ``InceptionV3``; ``ResNet-18, end to end (224 px)`` -> ``ResNet-18``."""
+    return re.sub(r"\s*\([^()]*\)$", "", label.split(",")[0].strip())
+
+
+def _grouped(rows, names: str = "all") -> str:
+    """``the original study (scratch CNN 0.820, VGG-Face transfer 0.880) and Kermany et al. 2018
+    (InceptionV3 0.928)``: the results grouped by source (a label up to its first comma), each with its
+    model's short name (:func:`_short_model`); ``names="original"`` names the original study's models
+    only, ``"none"`` none."""
     groups: dict[str, list[str]] = {}
     for r in rows:
-        source = r[0].split(",")[0]
-        groups.setdefault("the original study" if source.lower() == "original study" else source, []).append(
-            f"{r[1]:.3f}")
+        source, _, model = r[0].partition(",")
+        original = source.lower() == "original study"
+        named = model.strip() and (names == "all" or names == "original" and original)
+        groups.setdefault("the original study" if original else source, []).append(
+            f"{_short_model(model)} {r[1]:.3f}" if named else f"{r[1]:.3f}")
     return " and ".join(f"{source} ({', '.join(values)})" for source, values in groups.items())
 
 
 def _reference_finding(metrics: dict, references: Iterable = PUBLISHED_RESULTS) -> str | None:
-    """How the best family compares with the original study and the published references."""
+    """How the best family (:func:`best_family`: the served network's family when the run recorded
+    one, its seed-ensemble scored) compares with the original study and the published references:
+    each published accuracy above our 95% interval ("below X"), inside it ("level with X") or under it
+    ("above X"). The first of three wordings within ``FINDING_MAX_CHARS``: every model named and the
+    ROC-AUC's interval given; then without the ROC-AUC's interval; then only the original study's
+    models named."""
     best = best_family(metrics)
     if best is None:
         return None
     test = metrics["models"][best]["test"]
     accuracy = test["accuracy"]
-    above = [r for r in references if r[1] is not None and accuracy > r[1]]
-    below = [r for r in references if r[1] is not None and accuracy <= r[1]]
-    return (f"**Best model: {display_name(best)}**, test accuracy {with_ci(test, 'accuracy')}, ROC-AUC "
-            f"{with_ci(test, 'roc_auc')}: above {_grouped(above) or 'none of the published results'}"
-            + (f"; below {_grouped(below)}." if below else "."))
+    low, high = test.get("accuracy_ci95", (accuracy, accuracy))
+    above = [r for r in references if r[1] is not None and r[1] < low]
+    within = [r for r in references if r[1] is not None and low <= r[1] <= high]
+    below = [r for r in references if r[1] is not None and r[1] > high]
+    heading = "Served network's family (seed-ensemble)" if chosen_on_validation(metrics) else "Best model"
+
+    def sentence(names: str, auc_interval: bool) -> str:
+        parts = [f"above {_grouped(above, names)}" if above else "",
+                 f"level with {_grouped(within, names)} (inside our 95% interval)" if within else "",
+                 f"below {_grouped(below, names)}" if below else ""]
+        auc = with_ci(test, "roc_auc") if auc_interval else f"{test['roc_auc']:.3f}" if "roc_auc" in test else "–"
+        tail = "published protocols differ from ours" if auc_interval else "published protocols differ"
+        return (f"**{heading}: {display_name(best)}**, test accuracy {with_ci(test, 'accuracy')}, ROC-AUC {auc}: "
+                + "; ".join(p for p in parts if p) + f" ({tail}; see the table below).")
+
+    for names, auc_interval in (("all", True), ("all", False)):
+        text = sentence(names, auc_interval)
+        if len(text) <= FINDING_MAX_CHARS:
+            return text
+    return sentence("original", False)
 
 
 def _errors_finding(metrics: dict) -> str | None:
-    """Which errors the best family makes: sensitivity against specificity, and the validation gap."""
+    """Which errors the best family (:func:`best_family`) makes: sensitivity against specificity, and
+    the gap between its validation and test figures (the validation rule's pooled validation, the
+    original images and a perturbed copy under each of ``VALIDATION_PERTURBATIONS``, when the run
+    chose on it)."""
     best = best_family(metrics)
     if best is None:
         return None
@@ -231,13 +345,23 @@ def _errors_finding(metrics: dict) -> str | None:
     if "sensitivity" not in test or "specificity" not in test:
         return None
     lower = "NORMAL" if test["specificity"] < test["sensitivity"] else "PNEUMONIA"
-    gap = (f" On validation the same model scores ROC-AUC {val['roc_auc']:.3f} against {test['roc_auc']:.3f} on "
-           f"test: the test set comes from another collection, so a threshold fixed on validation transfers "
-           f"imperfectly." if "roc_auc" in val and "roc_auc" in test else "")
-    return (f"**Errors.** At its validation threshold, {display_name(best)} finds {test['sensitivity']:.1%} of "
-            f"test pneumonia (sensitivity) and clears {test['specificity']:.1%} of normal X-rays (specificity); "
-            f"most of its errors are {lower} X-rays called "
-            f"{'PNEUMONIA' if lower == 'NORMAL' else 'NORMAL'}.{gap}")
+    weak = "specificity" if lower == "NORMAL" else "sensitivity"  # the rate behind most errors
+    figures = [(f"{weak} {val[weak]:.1%}", f"{test[weak]:.1%}")] if weak in val else []
+    if "roc_auc" in val and "roc_auc" in test:
+        figures.append((f"ROC-AUC {val['roc_auc']:.3f}", f"{test['roc_auc']:.3f}"))
+    # chosen on the validation rule's pooled validation: the images as they are and under each perturbation
+    # (shorter words for the rest of the sentence, so that the bullet stays within FINDING_MAX_CHARS)
+    where, subject, transfer = ((f"validation pooled with {len(VALIDATION_PERTURBATIONS)} perturbed copies,", "it",
+                                 "the threshold transfers imperfectly") if chosen_on_validation(metrics) else
+                                ("validation", "the same model",
+                                 "a threshold fixed on validation transfers imperfectly to the test set"))
+    start = (f"**Errors.** At its validation threshold, {display_name(best)} finds {test['sensitivity']:.1%} of "
+             f"test pneumonia (sensitivity) and clears {test['specificity']:.1%} of normal X-rays (specificity); "
+             f"most of its errors are {lower} X-rays called {'PNEUMONIA' if lower == 'NORMAL' else 'NORMAL'}.")
+    if not figures:
+        return start
+    return (f"{start} On {where} {subject} scores {' and '.join(v for v, _ in figures)}, against "
+            f"{' and '.join(t for _, t in figures)} on test: {transfer}.")
 
 
 def _ensemble_finding(metrics: dict) -> str | None:
@@ -246,7 +370,7 @@ def _ensemble_finding(metrics: dict) -> str | None:
     if entry is None:
         return None
     if entry.get("status", "ok") != "ok" or "test" not in entry:
-        return f"**Cross-model ensemble:** {entry.get('status', 'not scored')}."
+        return f"**Cross-model ensemble:** {ensemble_status_text(entry)}."
     members = [m for m in entry.get("members", []) if m in scored_models(metrics)]
     if not members:
         return None
@@ -290,18 +414,22 @@ def model_findings(metrics: dict) -> str:
 
 def target_verdicts(metrics: dict) -> list[dict]:
     """The project's targets (``TARGETS``), each with ``target`` (in words), ``met`` (bool) and
-    ``measured`` (the figure it was judged on), computed from ``metrics``. Targets whose numbers are
+    ``measured`` (the figure it was judged on), computed from ``metrics``. The "best family" targets
+    are judged on :func:`best_family` (the family chosen on validation when the run recorded it, and
+    then called so). A cross-model ensemble the validation rule did not keep meets its target (dropped);
+    one that failed or was not scored for another reason is not judged. Targets whose numbers are
     missing are left out."""
     out = []
     best = best_family(metrics)
     if best is not None:
         test = metrics["models"][best]["test"]
+        judged = "model chosen on validation:" if chosen_on_validation(metrics) else "best family"
         checks = [("accuracy", "best_accuracy", "≥"), ("roc_auc", "best_roc_auc", "≥"),
                   ("specificity", "best_specificity", "≥"), ("sensitivity", "best_sensitivity", "≥")]
         for metric, key, sign in checks:
             if metric in test:
                 label = "ROC-AUC" if metric == "roc_auc" else metric
-                out.append({"target": f"best family {label} {sign} {TARGETS[key]:g}",
+                out.append({"target": f"{judged} {label} {sign} {TARGETS[key]:g}",
                             "met": bool(test[metric] >= TARGETS[key]),
                             "measured": f"{display_name(best)} {test[metric]:.3f}"})
     spread = metrics.get("models", {}).get("scratch_cnn", {}).get("seed_spread", {})
@@ -315,8 +443,8 @@ def target_verdicts(metrics: dict) -> list[dict]:
         scored = scored_models(metrics)
         members = [m for m in ensemble.get("members", []) if m in scored]
         target = "cross-model ensemble at least as good as its best member (accuracy and ROC-AUC), or dropped"
-        if ensemble.get("status", "ok") != "ok" or "test" not in ensemble:
-            out.append({"target": target, "met": True, "measured": ensemble.get("status") or "not scored"})
+        if ensemble_dropped(ensemble):
+            out.append({"target": target, "met": True, "measured": ensemble_status_text(ensemble)})
         elif members:
             top_accuracy = max(members, key=lambda m: scored[m]["test"]["accuracy"])
             top_auc = max(members, key=lambda m: scored[m]["test"].get("roc_auc", 0))
@@ -338,44 +466,129 @@ def target_verdicts(metrics: dict) -> list[dict]:
 # ----------------------------------------------------------------------------------------------
 # Grad-CAM in words
 # ----------------------------------------------------------------------------------------------
+METHOD_NAMES: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+
+
+def _method_names(methods: pd.Series) -> pd.Series:
+    return methods.map(METHOD_NAMES).fillna(methods)
+
+
+def _subset_rows(checks: pd.DataFrame, subset: str) -> pd.DataFrame:
+    return checks[checks["subset"] == subset] if "subset" in checks else checks
+
+
+def gradcam_images(row: Mapping) -> str:
+    """``32 (curves on 10)``: a summary row's images, and of them those with deletion and insertion
+    curves when fewer (``n_curve_images``); ``32`` when the table has no such column."""
+    n = int(row["n_images"])
+    curves = row.get("n_curve_images")
+    if curves is None or pd.isna(curves) or int(curves) == n:
+        return str(n)
+    return f"{n} (curves on {int(curves)})"
+
+
 def gradcam_verdict_table(checks: pd.DataFrame, subset: str = "all") -> pd.DataFrame:
-    """One row per model and method (predictions ``subset``), the verdicts only, readable:
-    model, method, images, faithfulness, sanity, borders. Verdict columns the file lacks are left out."""
-    rows = checks[checks["subset"] == subset] if "subset" in checks else checks
+    """One row per model and method (predictions ``subset``), the verdicts only, readable: model,
+    method, images (:func:`gradcam_images`), faithfulness, sanity, borders. The verdicts are copied
+    from ``results/gradcam_checks.csv`` (grad_cam.ipynb computed them), never re-derived; verdict
+    columns the file lacks are left out."""
+    rows = _subset_rows(checks, subset)
     columns = {"model": "model", "method": "method", "n_images": "images",
                "faithfulness_verdict": "faithfulness (deletion / insertion)",
                "sanity_verdict": "sanity (random weights)", "border_verdict": "borders"}
     present = [c for c in columns if c in rows.columns]
     table = rows[present].rename(columns=columns).reset_index(drop=True)
+    if "images" in table:
+        table["images"] = [gradcam_images(row) for _, row in rows.iterrows()]
     if "model" in table:
         table["model"] = table["model"].map(display_name)
     if "method" in table:
-        table["method"] = table["method"].map({"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}).fillna(table["method"])
+        table["method"] = _method_names(table["method"])
     return table
 
 
-def gradcam_findings(checks: pd.DataFrame, subset: str = "all") -> str | None:
-    """One sentence on where the models look, from ``results/gradcam_checks.csv``'s verdicts
-    (Grad-CAM, ``subset`` predictions): which models' maps are faithful, pass the sanity check and
-    stay off the image border."""
+def gradcam_rule_changes(checks: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``results/gradcam_checks.csv`` whose faithfulness verdict differs between the old
+    rule (``faithfulness_verdict_old_rule``: sign tests against the scattered-noise baseline, no
+    correction, no interval) and the current one, on the same images: columns model, method (readable),
+    subset, old, new. Only the rows of all predictions are compared: the current rule leaves the
+    "correct" and "wrong" subsets descriptive. Empty when the file has no old-rule column."""
+    columns = ["model", "method", "subset", "old", "new"]
+    if not {"faithfulness_verdict", "faithfulness_verdict_old_rule"} <= set(checks.columns):
+        return pd.DataFrame(columns=columns)
+    judged = _subset_rows(checks, "all")  # Holm's family; the "correct" and "wrong" rows are descriptive only
+    changed = judged[judged["faithfulness_verdict_old_rule"] != judged["faithfulness_verdict"]]
+    return pd.DataFrame({"model": changed.get("model", pd.Series("", index=changed.index)).map(display_name),
+                         "method": _method_names(changed.get("method", pd.Series("", index=changed.index))),
+                         "subset": changed.get("subset", pd.Series("all", index=changed.index)),
+                         "old": changed["faithfulness_verdict_old_rule"],
+                         "new": changed["faithfulness_verdict"]}, columns=columns).reset_index(drop=True)
+
+
+def gradcam_untrusted(checks: pd.DataFrame, subset: str = "all") -> list[str] | None:
+    """Readable names of the models none of whose methods' maps pass all three checks (faithful,
+    sanity passes, borders interior) on ``subset`` predictions, as grad_cam.ipynb's findings judge
+    trust; None when the file lacks a verdict column."""
+    needed = {"model", "faithfulness_verdict", "sanity_verdict", "border_verdict"}
+    if not needed <= set(checks.columns):
+        return None
+    rows = _subset_rows(checks, subset)
+    trusted = ((rows["faithfulness_verdict"] == "faithful") & (rows["sanity_verdict"] == "passes")
+               & (rows["border_verdict"] == "interior"))
+    return [display_name(model) for model, ok in trusted.groupby(rows["model"], sort=False).any().items() if not ok]
+
+
+_FAITHFULNESS_WORDS = {"not faithful": "not shown faithful",  # a failed test shows no effect, not its absence
+                       "too few images": "too few images for faithfulness"}
+_SANITY_WORDS = {"passes": "passes sanity", "fails": "fails sanity"}
+_BORDER_WORDS = {"interior": "off", "not interior": "not shown off"}  # the first one: "... the image edge"
+FINDING_MAX_CHARS = 398  # a README findings bullet, "- " included, stays within 400 characters
+
+
+def gradcam_findings(checks: pd.DataFrame, subset: str = "all", method: str = "gradcam") -> str | None:
+    """One bullet on where the models look, from ``results/gradcam_checks.csv``'s verdicts (``method``,
+    ``subset`` predictions): per model whether its maps are faithful (deletion and insertion; "not
+    faithful" said as "not shown faithful"), pass the sanity check (random weights) and stay off the
+    image edge (the border verdict, with the mean border share against a uniform map's), then whether any
+    model's maps pass all three checks with either method (:func:`gradcam_untrusted`). When that is
+    longer than ``FINDING_MAX_CHARS``, the border shares are left out (the README's table and
+    docs/gradcam.md give them). The table's earlier format (``border_mass``, no uniform share) gives
+    the same sentence without what it lacks."""
     if not {"model", "method", "faithfulness_verdict"} <= set(checks.columns):
         return None
-    rows = checks[(checks["method"] == "gradcam") & (checks.get("subset", subset) == subset)]
+    rows = _subset_rows(checks, subset)
+    rows = rows[rows["method"] == method]
     if rows.empty:
         return None
-    parts = []
-    for _, row in rows.iterrows():
-        bits = [f"{row['faithfulness_verdict']}"]
-        if "sanity_verdict" in row:
-            bits.append(f"sanity {row['sanity_verdict']}")
-        if "border_verdict" in row:
-            share = (f" (share {row['border_mass']:.2f})" if "border_mass" in row and pd.notna(row["border_mass"])
-                     else "")
-            bits.append(f"borders {row['border_verdict']}{share}")
-        parts.append(f"{display_name(row['model'])}: {', '.join(bits)}")
-    n = int(rows["n_images"].iloc[0]) if "n_images" in rows else None
-    return (f"**Where the models look** (Grad-CAM on {n if n is not None else 'a sample of'} test images; "
-            f"verdicts of grad_cam.ipynb): " + "; ".join(parts) + ".")
+    images = f"{int(rows['n_images'].iloc[0])} test images" if "n_images" in rows else "a sample of test images"
+    untrusted = gradcam_untrusted(checks, subset)
+    trust = ("" if untrusted is None else
+             " No model's maps pass all three checks." if len(untrusted) == rows["model"].nunique() else
+             f" No method passes all three checks for {', '.join(untrusted)}." if untrusted else
+             " Every model has a method whose maps pass all three checks.")
+    share_column = "border_share" if "border_share" in rows else "border_mass" if "border_mass" in rows else None
+    uniform = rows["border_share_uniform"].dropna().unique() if "border_share_uniform" in rows else []
+
+    def sentence(shares: bool) -> str:
+        parts = []
+        for _, row in rows.iterrows():
+            bits = [_FAITHFULNESS_WORDS.get(row["faithfulness_verdict"], row["faithfulness_verdict"])]
+            if "sanity_verdict" in row:
+                bits.append(_SANITY_WORDS.get(row["sanity_verdict"], f"sanity {row['sanity_verdict']}"))
+            if "border_verdict" in row:
+                border = _BORDER_WORDS.get(row["border_verdict"])
+                border = f"borders {row['border_verdict']}" if border is None else \
+                    border + ("" if parts else " the image edge")
+                if shares and share_column and pd.notna(row[share_column]):
+                    against = f", uniform map {uniform[0]:.2f}" if len(uniform) == 1 and not parts else ""
+                    border += f" ({'' if parts else 'border share '}{row[share_column]:.2f}{against})"
+                bits.append(border)
+            parts.append(f"{display_name(row['model'])} {', '.join(bits)}")
+        return (f"**Where the models look** ({METHOD_NAMES.get(method, method)}, {images}): "
+                + "; ".join(parts) + f".{trust}")
+
+    text = sentence(shares=True)
+    return text if len(text) <= FINDING_MAX_CHARS else sentence(shares=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -406,13 +619,15 @@ def readme_findings(metrics: dict, checks: pd.DataFrame | None = None, data: Map
 def compact_results_table(metrics: dict) -> pd.DataFrame:
     """The README's results table: model, accuracy [95% CI], ROC-AUC [95% CI], sensitivity,
     specificity, seeds; one row per family (its seed-ensemble) and per cross-model ensemble, and a
-    row per family that did not run saying why."""
+    row per family that did not run, or ensemble that was not kept, saying why."""
     rows = []
     for name, entry in metrics.get("models", {}).items():
         test = entry.get("test", {})
         label = display_name(name)
         if entry.get("status", "ok") != "ok" or not test:
-            rows.append({"model": f"{label} ({entry.get('status', 'not scored')})", "accuracy [95% CI]": "–",
+            status = ensemble_status_text(entry) if name == "ensemble" or "members" in entry else \
+                readable_names(str(entry.get("status", "not scored")))
+            rows.append({"model": f"{label} ({status})", "accuracy [95% CI]": "–",
                          "ROC-AUC [95% CI]": "–", "sensitivity": "–", "specificity": "–", "seeds": "–"})
             continue
         seeds = entry.get("seed_spread", {}).get("n_seeds", len(entry.get("seeds", [])))

@@ -106,7 +106,7 @@ def cached_features(extractor, index: pd.DataFrame, cache_dir: str | os.PathLike
         np.asarray(extractor.predict_on_batch(batch if transform is None else transform(batch, number)), np.float32)
         for number, batch in enumerate(batches)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # one per process: parallel writers never share it
     np.save(tmp, features)
     tmp.replace(path)
     return features, False
@@ -117,13 +117,30 @@ def augmented_view(seed: int) -> tuple[str, BatchTransform]:
     its settings (:data:`AUGMENTATION`) part of the name, so a change of either is a new cache entry."""
     augment = build_augmentation(seed)
     settings = ",".join(f"{k}={v}" for k, v in sorted(AUGMENTATION.items()))
-    return f"augment-seed{seed}-{settings}", lambda batch, _: np.asarray(augment(batch, training=True))
+    layers = [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
+              for layer in augment.layers]  # names left out: Keras numbers them by how many were built before
+    return (f"augment-seed{seed}-{settings}-{_code_digest(layers, build_augmentation)}",
+            lambda batch, _: np.asarray(augment(batch, training=True)))
+
+
+def _code_digest(*parts) -> str:
+    """12 hex digits of sha256 over ``parts``: functions by their source code, anything else as JSON, so
+    that a change of a view's code or settings (layer order, fill mode, a perturbation's strength) is a
+    new cache entry."""
+    import inspect
+    import json
+
+    digest = hashlib.sha256()
+    for part in parts:
+        text = inspect.getsource(part) if callable(part) else json.dumps(part, sort_keys=True, default=str)
+        digest.update(text.encode())
+    return digest.hexdigest()[:12]
 
 
 def perturbed_view(kind: str) -> tuple[str, BatchTransform]:
     """(view name, transform) of a validation perturbation (:data:`VALIDATION_PERTURBATIONS`); the
     noise of batch ``b`` is drawn with seed ``b``."""
-    return f"perturb-{kind}", lambda batch, number: perturb_images(batch, kind, seed=number)
+    return f"perturb-{kind}-{_code_digest(perturb_images)}", lambda batch, number: perturb_images(batch, kind, seed=number)
 
 
 def perturb_in_batches(images: np.ndarray, kind: str, batch_size: int = 32) -> np.ndarray:

@@ -123,7 +123,7 @@ def _verify(folder: Path, names: set[str]) -> dict:
         raise FetchError(f"{SUMS_NAME} lists {sorted(sums)}, the archive holds {sorted(names - {SUMS_NAME})}")
     for name, expected in sorted(sums.items()):
         if file_sha256(folder / name) != expected:
-            raise FetchError(f"{name}: SHA-256 differs from {SUMS_NAME} (corrupt or altered download)")
+            raise FetchError(f"{name}: SHA-256 differs from {SUMS_NAME} (corrupt download; SHA256SUMS travels in the same archive, so it checks integrity, not origin)")
     try:
         manifest = read_manifest(folder)
     except ManifestError as error:

@@ -9,7 +9,7 @@ Inputs (each optional; a section whose input is missing is left as it is):
 - results/metrics.json (model_deep_learning.ipynb): README "findings", "results", "served";
   docs/reproducibility.md "protocol", "targets", "training";
 - results/gradcam_checks.csv (grad_cam.ipynb): README "gradcam-verdicts" (and findings);
-  docs/gradcam.md "gradcam-checks" (every column the file has);
+  docs/gradcam.md "gradcam-checks" (every column the file has) and "gradcam-settings";
 - results/data_summary.json (data_visualization.ipynb): README findings (the shortcut caveat),
   docs/data.md "data-findings"; results/patient_overlap.json: docs/data.md "patient-overlap";
 - results/rerun_agreement.json (scripts/compare_runs.py): docs/reproducibility.md "rerun";
@@ -83,9 +83,11 @@ def results_section(metrics: dict) -> str:
                     f"{data['test_pneumonia']} PNEUMONIA); trained on {data['train_n']:,} and validated on "
                     f"{data['val_n']} images of a patient-grouped re-split of the official training data.")
     note.append("A family's row is the mean logit of its seeds, at a threshold fixed on validation, with 95% "
-                "bootstrap intervals over test images. Every choice (epochs, thresholds, saved seeds, ensemble, "
-                "served network) follows a validation rule written down before the test set was scored: "
-                "[the rule](docs/reproducibility.md#test-protocol).")
+                "bootstrap intervals over test images.")
+    if metrics.get("protocol", {}).get("selection_rule"):
+        note.append("Thresholds, saved seeds, the ensemble and the served network follow a validation rule written "
+                    "down before this run scored the test set; the run's size (seeds, epoch caps, families) was set "
+                    "for this machine's compute, outside the rule: [protocol](docs/reproducibility.md#test-protocol).")
     if ensemble.get("members"):
         note.append("The cross-model ensemble averages "
                     + ", ".join(F.display_name(m) for m in ensemble["members"]) + ", chosen on validation.")
@@ -109,8 +111,9 @@ def served_section(metrics: dict) -> str:
     if not served:
         return "No default network recorded in `results/metrics.json`."
     seed = f" (seed {served['seed']})" if served.get("seed") is not None else ""
-    text = (f"Without `--model` the app serves {F.display_name(served['name'])}{seed}, the network the "
-            f"validation rule chose before the test set was scored")
+    chosen = ("the network the validation rule chose before the test set was scored" if metrics.get("served")
+              else "the run's default network (highest validation ROC-AUC, the earlier rule)")
+    text = f"Without `--model` the app serves {F.display_name(served['name'])}{seed}, {chosen}"
     test = served.get("test")
     if test:
         text += (f"; on the test set it scores accuracy {test['accuracy']:.3f}, ROC-AUC {test['roc_auc']:.3f}, "
@@ -118,9 +121,18 @@ def served_section(metrics: dict) -> str:
     return wrap(text + ".")
 
 
+OLD_RULE = "sign tests against scattered noise, no correction, no interval"
+STALE_CHECKS_NOTE = ("**Out of date:** the table below comes from the previous models (before the centre crop) and the "
+                     "earlier method of the checks; `grad_cam.ipynb` has not yet been run on the current models.\n\n")
+
+
 def gradcam_verdicts_section(checks) -> str:
     """The README's compact Grad-CAM table: one row per model, each verdict given for every method
-    (``Grad-CAM / Grad-CAM++``), all predictions."""
+    (``Grad-CAM / Grad-CAM++``), all predictions; then what a verdict means, the rows whose faithfulness
+    verdict the current rule changes against the old one (the table's ``faithfulness_verdict_old_rule``),
+    and where the figures and the method are."""
+    import pandas as pd
+
     table = F.gradcam_verdict_table(checks)
     if "method" not in table or "model" not in table:
         return F.markdown_table(table)
@@ -135,10 +147,25 @@ def gradcam_verdicts_section(checks) -> str:
             if column not in ("model", "method", "images"):
                 row[column] = " / ".join(str(by_method[column].get(m, "–")) for m in methods)
         rows.append(row)
-    import pandas as pd
-
-    return (F.markdown_table(pd.DataFrame(rows)) + "\n\n"
-            + f"Each cell: {' / '.join(methods)}. Figures behind each verdict: [docs/gradcam.md](docs/gradcam.md).")
+    note = [f"Where each network looks, on a class-balanced sample of test images (all predictions); each cell: "
+            f"{' / '.join(methods)}"
+            + ("; in brackets, the images with deletion and insertion curves." if "n_curve_images" in checks.columns
+               else ".")]
+    if "faithfulness_verdict_old_rule" in checks.columns:
+        note.append("\"Not faithful\": not shown to be faithful.")
+        changes = F.gradcam_rule_changes(checks)
+        judged = int((checks["subset"] == "all").sum()) if "subset" in checks else len(checks)  # the compared rows
+        shown = changes[changes["subset"] == "all"]
+        listed = "; ".join(f"{old} → {new}: " + ", ".join(f"{r.model} {r.method}" for r in group.itertuples())
+                           for (old, new), group in shown.groupby(["old", "new"], sort=False))
+        note.append(f"The old rule ({OLD_RULE}) "
+                    + (f"reads {len(changes)} of {judged} rows otherwise (old → current)"
+                       + (f"; on all predictions: {listed}." if listed else ", none of them on all predictions.")
+                       if len(changes) else f"reads none of the {judged} rows otherwise."))
+        note.append("Figures and method: [docs/gradcam.md](docs/gradcam.md).")
+    else:
+        note.append("Figures behind each verdict: [docs/gradcam.md](docs/gradcam.md).")
+    return F.markdown_table(pd.DataFrame(rows)) + "\n\n" + wrap(" ".join(note))
 
 
 def data_section(summary: dict) -> str:
@@ -154,8 +181,17 @@ def cost_section(bench: dict) -> str:
     """What the main command costs: time on the measured machine (full run from empty caches, quick
     mode) and the download, from bench/results.json."""
     full, quick = bench.get("reproduction_wall_time"), bench.get("reproduction_quick_wall_time")
+    reduced = bench.get("reproduction_wall_time_reduced")
     parts = []
-    if full:
+    if reduced:  # the run behind the committed results, at the size this machine allowed
+        machine = reduced.get("machine", {})
+        parts.append(f"The committed results took {reduced['ours'] / 60:.0f} min on {machine.get('cores', '?')} CPU "
+                     f"cores ({machine.get('cpu', 'CPU not recorded')}, no GPU, no native bfloat16): "
+                     f"{reduced.get('scope', 'the three notebooks')}.")
+        if full:
+            parts.append(f"An earlier full run (3 seeds per family, HED-VGG16 included, empty caches) took "
+                         f"{full['ours'] / 60:.0f} min on a CPU with native bfloat16.")
+    elif full:
         machine = full.get("machine", {})
         scope = f"; it trained {full['model']}" if full.get("model") else ""
         parts.append(f"The full run took {full['ours'] / 60:.0f} min on {machine.get('cores', '?')} CPU cores "
@@ -178,8 +214,15 @@ def targets_section(metrics: dict) -> str:
     note = ("\n\nNot run, so not judged: " + "; ".join(f"{F.display_name(n)} ({why})" for n, why in missing.items())
             + "." if missing else "")
     best = F.best_family(metrics)
-    head = (f"Verdicts computed from `results/metrics.json`; the best family is the one with the highest test "
-            f"accuracy ({F.display_name(best)}).\n\n" if best else "")
+    if best is None:
+        head = ""
+    elif F.chosen_on_validation(metrics):
+        head = (f"Verdicts computed from `results/metrics.json`; the targets for the best family are judged on "
+                f"the model chosen on validation ({F.display_name(best)}, the served network's family), not on "
+                f"the family with the highest test score.\n\n")
+    else:
+        head = (f"Verdicts computed from `results/metrics.json`; the best family is the one with the highest test "
+                f"accuracy ({F.display_name(best)}).\n\n")
     return head + bullets("\n".join(lines)) + note
 
 
@@ -263,7 +306,24 @@ def training_section(metrics: dict) -> str:
              if training.get(key)]
     lines += [f"- **{F.readable_column(key)}:** {value}" for key, value in training.items()
               if key not in ("crop", "augmentation") and isinstance(value, (str, int, float))]
+    caps = training.get("epoch_caps")
+    if isinstance(caps, dict):
+        lines.append("- **Epoch caps (early stopping on validation loss picks the epoch within them):** "
+                     + ", ".join(f"{F.display_name(k) if k != 'patience' else 'patience'} {v}" for k, v in caps.items())
+                     + _capped_note(metrics))
+    views = training.get("augmented_views")
+    if isinstance(views, dict):
+        lines.append("- **Cached augmented views per training image:** "
+                     + ", ".join(f"{F.display_name(k)} {v}" for k, v in views.items()))
     return bullets("\n".join(lines)) if lines else "The run recorded no crop or augmentation (`training` in `results/metrics.json`)."
+
+
+def _capped_note(metrics: dict) -> str:
+    """" (the best epoch was the cap for: ...)" naming the seeds whose best epoch equals their cap, else ""."""
+    caps = metrics.get("training", {}).get("epoch_caps", {})
+    capped = [f"{F.display_name(name)} seed {record['seed']}" for name, entry in metrics.get("models", {}).items()
+              for record in entry.get("seeds", []) if name in caps and record.get("best_epoch") == caps[name]]
+    return f"; the best epoch was the cap for {', '.join(capped)}, so longer training might have helped" if capped else ""
 
 
 def xception_recipe_section(choice: dict) -> str:
@@ -345,17 +405,73 @@ def data_findings_section(summary: dict) -> str:
 
 
 GRADCAM_VERDICTS = {"faithfulness_verdict", "sanity_verdict", "border_verdict"}
+FAITHFULNESS_PREFIXES = ("deletion", "insertion", "faithfulness", "drop_", "n_curve")  # columns of the first table
+
+
+def _number(value, digits: int = 3) -> str:
+    """A cell: "–" for NaN, whole numbers without decimals, else ``digits`` decimals; text as it is."""
+    import pandas as pd
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if pd.isna(value):
+        return "–"
+    return str(int(value)) if float(value).is_integer() else f"{value:.{digits}f}"
+
+
+def _decimal(value, digits: int = 3) -> str:
+    """A float cell with ``digits`` decimals, "–" for NaN."""
+    import pandas as pd
+
+    return "–" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _signed(value, digits: int = 3) -> str:
+    import pandas as pd
+
+    return "–" if pd.isna(value) else f"{value:+.{digits}f}"
+
+
+def _with_interval(value, low, high, digits: int = 3) -> str:
+    """``-0.075 [-0.090, -0.060]`` (signed), the bare value when the interval is missing."""
+    import pandas as pd
+
+    interval = "" if pd.isna(low) or pd.isna(high) else f" [{_signed(low, digits)}, {_signed(high, digits)}]"
+    return _signed(value, digits) + interval
+
+
+def _p_value(value) -> str:
+    """A p-value: "–" when no test ran (NaN), "< 0.001" below that, else 3 decimals."""
+    import pandas as pd
+
+    return "–" if pd.isna(value) else "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _p_pair(row, name: str) -> str:
+    """``0.016 (0.094)``: the sign test's p-value and its Holm-adjusted one, "–" when no test ran."""
+    import pandas as pd
+
+    if pd.isna(row[f"{name}_p"]):
+        return "–"
+    return f"{_p_value(row[f'{name}_p'])} ({_p_value(row[f'{name}_p_holm'])})"
 
 
 def gradcam_checks_section(checks) -> str:
-    """Markdown table of results/gradcam_checks.csv (summarise_gradcam_checks), every column it has:
-    areas and drops of the map against the same-shape random order with the number of images where
-    the map wins, and the verdicts grad_cam.ipynb computed (copied, not re-derived), in combined
-    columns where their parts are present; any other column is shown on its own, readable."""
+    """Markdown tables of results/gradcam_checks.csv (summarise_gradcam_checks), every column it has:
+    a faithfulness table (deletion and insertion on the images with curves: areas of the map, its
+    shifted copies and the noise order, the paired mean difference map - shifted with its 95% bootstrap
+    interval, the images where the map does better, the sign test's p-value with Holm's, and the
+    verdicts by the current and the old rule) and a sanity and borders table (rank correlation with
+    the random-weights network's map, border share against a uniform map's, their counts, tests and
+    verdicts). Verdicts are copied from the file, not re-derived; combined cells only where all their
+    parts are present; any other column is shown on its own, readable, in the table its name belongs
+    to; settings with one value for the whole table go to the settings line instead
+    (:func:`gradcam_settings_section`). The file's earlier format renders too, its columns on their own."""
     import pandas as pd
 
     columns = set(checks.columns)
     used: set[str] = set()
+    limit = getattr(F, "RANK_CORR_LIMIT", None)
 
     def has(*names: str) -> bool:
         if set(names) <= columns:
@@ -363,63 +479,87 @@ def gradcam_checks_section(checks) -> str:
             return True
         return False
 
-    def number(value, digits: int = 3) -> str:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return str(value)
-        if pd.isna(value):
-            return "–"
-        return str(int(value)) if float(value).is_integer() and abs(value) >= 1 else f"{value:.{digits}f}"
-
-    def row_cells(row) -> dict:
+    def keys(row) -> dict:
         out = {}
         if has("model"):
             out["model"] = F.display_name(row["model"])
         if has("method"):
-            out["method"] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}.get(row["method"], row["method"])
+            out["method"] = F.METHOD_NAMES.get(row["method"], row["method"])
         if has("subset"):
             out["predictions"] = row["subset"]
-        if has("n_images", "n_normal", "n_pneumonia"):
-            out["images (NORMAL / PNEUMONIA)"] = f"{row['n_images']} ({row['n_normal']} / {row['n_pneumonia']})"
-        elif has("n_images"):
-            out["images"] = row["n_images"]
-        wins = "n_images" in columns
-        for kind, better in (("deletion", "lower"), ("insertion", "higher")):
-            if has(f"{kind}_auc", f"{kind}_auc_random"):
-                count = (f" ({row[f'{kind}_wins']} of {row['n_images']})" if wins and has(f"{kind}_wins") else "")
-                out[f"{kind} area: map / random (map {better} in)"] = (
-                    f"{row[f'{kind}_auc']:.3f} / {row[f'{kind}_auc_random']:.3f}{count}")
-            if has(f"{kind}_diff_mean", f"{kind}_diff_ci_low", f"{kind}_diff_ci_high"):
-                out[f"{kind}: map - baseline [95% CI]"] = (f"{row[f'{kind}_diff_mean']:+.3f} "
-                                                           f"[{row[f'{kind}_diff_ci_low']:+.3f}, {row[f'{kind}_diff_ci_high']:+.3f}]")
-            if has(f"{kind}_p", f"{kind}_p_holm"):
-                out[f"{kind} sign test p (Holm)"] = f"{row[f'{kind}_p']:.2g} ({row[f'{kind}_p_holm']:.2g})"
-        for share in (10, 20):
-            if has(f"drop_top{share}", f"drop_random{share}"):
-                out[f"top-{share}% drop: map / same-shape random"] = (
-                    f"{row[f'drop_top{share}']:.3f} / {row[f'drop_random{share}']:.3f}")
-        if has("faithfulness_verdict"):
-            out["faithfulness"] = row["faithfulness_verdict"]
-        for value, passes, verdict, title in (
-                ("rank_corr_random_weights", "sanity_passes", "sanity_verdict",
-                 "rank corr. with random weights" + (f" (|r| < {F.RANK_CORR_LIMIT} in)"
-                                                     if hasattr(F, "RANK_CORR_LIMIT") else "")),
-                ("border_mass", "border_passes", "border_verdict", "border share (below a uniform map's in)")):
-            if has(value, passes, verdict) and wins:
-                out[title] = f"{row[value]:.2f} ({row[passes]} of {row['n_images']}): {row[verdict]}"
-            elif has(value, verdict):
-                out[title.split(" (")[0]] = f"{row[value]:.2f}: {row[verdict]}"
-        for column in checks.columns:  # whatever else the file holds, readable
-            if column in SETTINGS_COLUMNS and checks[column].nunique(dropna=False) == 1:
-                continue  # one value for the whole table: in the settings line, not in every row
-            if column not in used:
-                out[F.readable_column(column)] = number(row[column])
         return out
 
-    rows = []
+    def faithfulness_cells(row) -> dict:
+        out = {}
+        if has("n_curve_images"):
+            out["images with curves"] = _number(row["n_curve_images"])
+        for kind, better in (("deletion", "lower"), ("insertion", "higher")):
+            if has(f"{kind}_auc", f"{kind}_auc_shifted", f"{kind}_auc_noise"):
+                out[f"{kind} area: map / shifted / noise"] = " / ".join(
+                    _decimal(row[f"{kind}_auc{suffix}"]) for suffix in ("", "_shifted", "_noise"))
+            if has(f"{kind}_diff_mean", f"{kind}_diff_ci_low", f"{kind}_diff_ci_high"):
+                out[f"{kind}: map - shifted [95% CI]"] = _with_interval(
+                    row[f"{kind}_diff_mean"], row[f"{kind}_diff_ci_low"], row[f"{kind}_diff_ci_high"])
+            if has(f"{kind}_wins", f"{kind}_wins_noise", "n_curve_images"):
+                out[f"{kind}: map {better} than shifted / noise in"] = (
+                    f"{_number(row[f'{kind}_wins'])} / {_number(row[f'{kind}_wins_noise'])} of "
+                    f"{_number(row['n_curve_images'])}")
+            if has(f"{kind}_p", f"{kind}_p_holm"):
+                out[f"{kind} sign test p (Holm)"] = _p_pair(row, kind)
+        if has("faithfulness_verdict"):
+            out["faithfulness"] = row["faithfulness_verdict"]
+        if has("faithfulness_verdict_old_rule"):
+            out["faithfulness, old rule"] = row["faithfulness_verdict_old_rule"]
+        return out
+
+    def sanity_and_border_cells(row) -> dict:
+        out = {}
+        if has("n_images", "n_normal", "n_pneumonia"):
+            out["images (NORMAL / PNEUMONIA)"] = f"{_number(row['n_images'])} ({_number(row['n_normal'])} / " \
+                                                 f"{_number(row['n_pneumonia'])})"
+        if has("n_correct", "n_wrong"):
+            out["correct / wrong"] = f"{_number(row['n_correct'])} / {_number(row['n_wrong'])}"
+        if has("empty_maps"):
+            out["empty maps"] = _number(row["empty_maps"])
+        if has("rank_corr_median", "rank_corr_ci_low", "rank_corr_ci_high"):
+            out["rank corr. with random weights: median [95% CI]"] = _with_interval(
+                row["rank_corr_median"], row["rank_corr_ci_low"], row["rank_corr_ci_high"], 2)
+        if has("sanity_passes", "n_images", "random_maps_constant"):
+            out[f"|r| < {limit} in (random map constant)" if limit else "sanity passes in (random map constant)"] = (
+                f"{_number(row['sanity_passes'])} of {_number(row['n_images'])} "
+                f"({_number(row['random_maps_constant'])})")
+        if has("sanity_p", "sanity_p_holm"):
+            out["sanity sign test p (Holm)"] = _p_pair(row, "sanity")
+        if has("sanity_verdict"):
+            out["sanity"] = row["sanity_verdict"]
+        if has("border_share", "border_share_uniform"):
+            out["border share: map / uniform map"] = (f"{_decimal(row['border_share'], 2)} / "
+                                                      f"{_decimal(row['border_share_uniform'], 2)}")
+        if has("border_passes", "n_images"):
+            out["map below uniform in"] = f"{_number(row['border_passes'])} of {_number(row['n_images'])}"
+        if has("border_p", "border_p_holm"):
+            out["border sign test p (Holm)"] = _p_pair(row, "border")
+        if has("border_verdict"):
+            out["borders"] = row["border_verdict"]
+        return out
+
+    first, second = [], []
     for _, row in checks.iterrows():
         used.clear()
-        rows.append(row_cells(row))
-    return F.markdown_table(pd.DataFrame(rows))
+        key = keys(row)
+        faithfulness, other = faithfulness_cells(row), sanity_and_border_cells(row)
+        for column in checks.columns:  # whatever else the file holds, readable, where its name belongs
+            if column in used or (column in SETTINGS_COLUMNS and checks[column].nunique(dropna=False) == 1):
+                continue  # one value for the whole table: in the settings line, not in every row
+            target = faithfulness if column.startswith(FAITHFULNESS_PREFIXES) else other
+            target[F.readable_column(column)] = _number(row[column])
+            for verdict in ("faithfulness", "faithfulness, old rule", "sanity", "borders"):
+                if verdict in target:  # verdicts stay last, after the figures they rest on
+                    target[verdict] = target.pop(verdict)
+        first.append({**key, **faithfulness})
+        second.append({**key, **other})
+    return ("Faithfulness (deletion and insertion curves):\n\n" + F.markdown_table(pd.DataFrame(first))
+            + "\n\nSanity (random weights) and borders:\n\n" + F.markdown_table(pd.DataFrame(second)))
 
 
 def container_section(report: dict) -> str:
@@ -487,15 +627,20 @@ def app_summary_section(app_results: dict | None, container: dict | None) -> str
     return wrap("; ".join(parts) + ".") if parts else "Not measured yet (`bench/bench_app.py`)."
 
 
-SETTINGS_COLUMNS = ("deletion_fill", "curve_steps", "baseline_draws")
+SETTINGS_COLUMNS = ("deletion_fill", "insertion_blur_sigma", "curve_steps", "baseline_draws",
+                    "baseline_draws_per_point")
 
 
 def gradcam_settings_section(checks) -> str:
-    """The settings of the checks that results/gradcam_checks.csv records (one value per column), or
-    a note that it records none."""
-    found = [f"{F.readable_column(c)}: {checks[c].iloc[0]}" for c in SETTINGS_COLUMNS
+    """The settings of the checks that results/gradcam_checks.csv records (one value per column), or,
+    for the file's earlier format (no settings columns), what that version of the checks did."""
+    found = [f"{F.readable_column(c)}: {_number(checks[c].iloc[0])}" for c in SETTINGS_COLUMNS
              if c in checks.columns and checks[c].nunique(dropna=False) == 1]
-    return ("; ".join(found) + ".") if found else "The file records no settings columns (an earlier version of the checks)."
+    if found:
+        return wrap("; ".join(found) + " ([what each means](gradcam_method.md)).")
+    return wrap("The committed file comes from the checks' earlier version, which records no settings: its deletion "
+                "filled pixels with a blurred copy, its baseline ranked pixels by random noise drawn per map cell, and "
+                "its verdicts rested on sign tests alone. The next run of grad_cam.ipynb replaces it.")
 
 
 def app_speed_section(report: dict) -> str:
@@ -524,8 +669,9 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
     checks_path = root / "results" / "gradcam_checks.csv"
     checks = pd.read_csv(checks_path) if checks_path.is_file() else None
     data = _json(root / "results" / "data_summary.json")
+    stale = checks is not None and "deletion_diff_mean" not in checks.columns  # the earlier checks' table
     if metrics is not None:
-        out += [(readme, "findings", findings_section(metrics, checks, data)),
+        out += [(readme, "findings", findings_section(metrics, None if stale else checks, data)),
                 (readme, "results", results_section(metrics)),
                 (readme, "served", served_section(metrics)),
                 (docs / "reproducibility.md", "targets", targets_section(metrics)),
@@ -536,7 +682,7 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
         out += [(docs / "gradcam.md", "gradcam-checks", gradcam_checks_section(checks)),
                 (docs / "gradcam.md", "gradcam-settings", gradcam_settings_section(checks))]
         if {"model", "method"} <= set(checks.columns) and GRADCAM_VERDICTS & set(checks.columns):
-            out.append((readme, "gradcam-verdicts", gradcam_verdicts_section(checks)))
+            out.append((readme, "gradcam-verdicts", (STALE_CHECKS_NOTE if stale else "") + gradcam_verdicts_section(checks)))
         else:
             print(f"{checks_path} has no verdict columns: re-run grad_cam.ipynb; the README's Grad-CAM table "
                   "is left as it is", file=sys.stderr)

@@ -374,12 +374,14 @@ def test_every_image_kind_is_accepted(client, xray):
         assert post(client, kinds[name]).get_json()["probability"] == eight_bit["probability"], name
 
 
-def test_large_upload_is_shown_at_most_2048_px_and_scored_at_full_resolution(client, app, xray):
-    """A 4000 x 3000 upload (12 MP, allowed): the overlay is 2048 x 1536; the probability is the
-    model's on the full-resolution decode resized to 224, as for any upload."""
+def test_large_upload_is_shown_smaller_and_scored_at_full_resolution(client, app, xray):
+    """A 4000 x 3000 upload (12 MP, allowed): the overlay is DISPLAY_MAX_SIDE px on its long side,
+    aspect ratio kept; the probability is the model's on the full-resolution decode resized to 224,
+    as for any upload."""
     large = xray.resize((4000, 3000), Image.Resampling.BICUBIC)
     data = encode(large, "JPEG", quality=90)
-    body = assert_prediction(post(client, data), size=(2048, 1536))
+    side = app_package.DISPLAY_MAX_SIDE
+    body = assert_prediction(post(client, data), size=(side, side * 3 // 4))
     expected = np.asarray(app.extensions["predictor"].model(fgc.load_image_for_model(data)[1], training=False))
     assert body["probability"] == pytest.approx(float(expected[0, 0]), abs=1e-5)
 

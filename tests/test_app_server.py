@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+import app as app_package  # noqa: E402
 import functions_for_grad_cam as fgc  # noqa: E402
 from bench_app import free_port, stop_server  # noqa: E402  (gunicorn helpers)
 
@@ -195,7 +196,7 @@ class PeakSampler(threading.Thread):
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_concurrent_largest_images_keep_memory_bounded(model_path, tmp_path):
     """8 uploads at once of a 16 MP PNG (the largest allowed) to 2 workers x 4 threads: every one
-    answered 200 with an overlay of at most 2048 px a side, no worker restarted, and the server's
+    answered 200 with an overlay of DISPLAY_MAX_SIDE px a side, no worker restarted, and the server's
     peak resident memory stays within PEAK_GROWTH_LIMIT_MB of its idle level (before the cap,
     downscaling and uint8 blending, such uploads took it from 2.2 to 23.4 GB)."""
     port, log_path = free_port(), tmp_path / "gunicorn.log"
@@ -219,7 +220,7 @@ def test_concurrent_largest_images_keep_memory_bounded(model_path, tmp_path):
     assert [r.status_code for r in responses] == [200] * MEMORY_UPLOADS, [r.text[:200] for r in responses]
     for response in responses:
         overlay = Image.open(io.BytesIO(base64.b64decode(response.json()["heatmap_png"])))
-        assert overlay.size == (2048, 2048)
+        assert overlay.size == (app_package.DISPLAY_MAX_SIDE,) * 2
     assert "Traceback" not in log and "WORKER TIMEOUT" not in log and "SIGKILL" not in log, log[-3000:]
     growth = sampler.peak - idle
     print(f"server RSS idle {idle:.0f} MB, peak {sampler.peak:.0f} MB (+{growth:.0f} MB) "

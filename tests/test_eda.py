@@ -362,7 +362,7 @@ def test_data_summary_and_findings_come_from_the_numbers(tiny_index, tmp_path):
     assert all(line.startswith("- **") for line in lines)
     assert "3 PNEUMONIA and 3 NORMAL images (50% PNEUMONIA)" in text
     assert "NORMAL originals are median 300 x 200 px (aspect 1.50), PNEUMONIA 200 x 300 (aspect 0.67)" in text
-    assert "1.0 times larger by area" in text and f"({len(grouped)} originals)" in text
+    assert "1.0 times larger by area" in text and f"(a sample of {len(grouped)} full-size originals)" in text
     assert "NORMAL 100 (sd 0), PNEUMONIA 140 (sd 0): a different brightness on average" in text
     assert "2 groups of byte-identical files (4 files), 1 of them across splits" in text
     assert "1 of 2 PNEUMONIA test ids" in text

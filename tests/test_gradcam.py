@@ -703,18 +703,23 @@ def test_both_make_faithful(fgc):
 
 
 def test_holm_correction_changes_a_verdict(fgc):
-    """Deletion wins in 15 of 20 (one-sided p = 0.021) with a clear mean effect, in two models: 8 tests
-    in the table (2 models x subsets all and correct x deletion and insertion), so Holm's adjusted p for
-    deletion is 0.083. Without the correction deletion would pass."""
+    """Deletion wins in 15 of 20 (one-sided p = 0.021) with a clear mean effect, in three models. Holm's
+    family is the "all" rows' tests (3 models x deletion and insertion = 6), so deletion's adjusted p is
+    3 x 0.021 = 0.062 and deletion fails; without the correction it would pass. The "correct" subset
+    rows are descriptive only: no adjusted p, no verdict."""
     import pandas as pd
 
     deletion = np.r_[[-0.1] * 15, [0.001] * 5]
-    per_image = pd.concat([_per_image(deletion, -STRONG, model=name) for name in ("a", "b")], ignore_index=True)
+    per_image = pd.concat([_per_image(deletion, -STRONG, model=name) for name in ("a", "b", "c")], ignore_index=True)
     table = fgc.summarise_gradcam_checks(per_image)
-    assert len(table) == 4 and set(table["subset"]) == {"all", "correct"}
+    assert len(table) == 6 and set(table["subset"]) == {"all", "correct"}
     assert np.allclose(table["deletion_p"], 0.0207, atol=1e-4) and np.all(table["deletion_diff_ci_high"] < 0)
-    np.testing.assert_allclose(table["deletion_p_holm"], 4 * 0.020695, rtol=1e-3)
-    assert set(table["faithfulness_verdict"]) == {"partly faithful (insertion)"}
+    tested = table[table["subset"] == "all"]
+    np.testing.assert_allclose(tested["deletion_p_holm"], 3 * 0.020695, rtol=1e-3)
+    assert set(tested["faithfulness_verdict"]) == {"partly faithful (insertion)"}
+    subsets = table[table["subset"] != "all"]
+    assert subsets["deletion_p_holm"].isna().all()
+    assert set(subsets["faithfulness_verdict"]) == {"descriptive (subset)"}
 
 
 def test_sanity_rules(fgc):
@@ -730,8 +735,6 @@ def test_sanity_rules(fgc):
 
 
 def test_border_rule_and_small_subsets(fgc):
-    import pandas as pd
-
     inside = fgc.summarise_gradcam_checks(_per_image(STRONG, -STRONG, border=0.05)).iloc[0]
     outside = fgc.summarise_gradcam_checks(_per_image(STRONG, -STRONG, border=0.3)).iloc[0]
     assert inside["border_verdict"] == "interior" and outside["border_verdict"] == "not interior"
@@ -742,7 +745,6 @@ def test_border_rule_and_small_subsets(fgc):
     assert np.isnan(table.loc["wrong", "deletion_p_holm"])  # not a test: not in Holm's family
     assert table.loc["all", "n_wrong"] == 4 and table.loc["correct", "n_images"] == 16
     assert "wrong" not in set(fgc.summarise_gradcam_checks(per_image[per_image["correct"]])["subset"])
-    assert isinstance(table, pd.DataFrame)
 
 
 def test_summary_columns_and_words(fgc):
@@ -776,10 +778,13 @@ def test_findings_name_the_models_not_to_trust(fgc):
     trust_line = next(line for line in text.splitlines() if line.startswith("**Maps that should not be trusted"))
     assert "sign_only" in trust_line and "random_like" in trust_line and "Good net" not in trust_line
     assert "fails the sanity check" in text
+    assert "Deletion and insertion ran on 20 images per model, and Holm's correction covers 6 tests" in text  # the "all" rows: 3 models x 2
     assert "Under the old rule" in text and "→" in text  # good: not faithful (old rule) -> faithful
+    old_rule = next(line for line in text.splitlines() if line.startswith("Under the old rule"))
+    assert "(all): not faithful → faithful" in old_rule and "(correct)" not in old_rule  # subsets: descriptive
     previous = checks.assign(faithfulness_verdict="not faithful")
     with_previous = fgc.findings_markdown(checks, previous=previous)
-    assert "Against the previous table" in with_previous
+    assert "Against the previous table" in with_previous and "(correct)" not in with_previous
     changes = fgc.verdict_changes(previous, checks)
     assert list(changes.columns) == ["model", "method", "subset", "before", "after"]
     assert set(changes["model"]) == {"good", "random_like", "sign_only"} and set(changes["before"]) == {"not faithful"}

@@ -72,22 +72,32 @@ def test_notebook_2_model_deep_learning(repo_root, data_root, run_folder):
     models = metrics["models"]
     assert all("status" in entry for entry in models.values())
     ran = [name for name, entry in models.items() if entry["status"] == "ok" and name != "ensemble"]
-    assert {"scratch_cnn", "hed_vgg16_transfer", "xception_imagenet_transfer"} <= set(ran)
-    for name in ran:  # every family: >= 3 seeds with validation and test metrics, and its seed-ensemble
+    assert {"scratch_cnn", "xception_imagenet_transfer"} <= set(ran)
+    assert models["hed_vgg16_transfer"]["status"] == "ok" or models["hed_vgg16_transfer"]["status"].startswith("not run")
+    for name in ran:  # every family: its seeds with validation and test metrics, and its seed-ensemble
         seeds = models[name]["seeds"]
-        assert len(seeds) >= 3 and len({s["seed"] for s in seeds}) == len(seeds), name
+        assert seeds and len({s["seed"] for s in seeds}) == len(seeds), name
         assert all({"seed", "best_epoch", "threshold", "val", "test"} <= set(s) for s in seeds), name
         assert {"threshold", "val", "test", "seed_spread"} <= set(models[name]), name
+    assert len(models["xception_imagenet_transfer"]["seeds"]) >= 3
     ensemble = models["ensemble"]
-    assert ensemble["members"] and set(ensemble["members"]) <= set(ran)
-    assert set(ensemble["mcnemar_vs_members"]) == set(ensemble["members"])
+    if ensemble["status"] == "ok":  # kept by the rule: its members ran, each compared with it
+        assert set(ensemble["members"]) <= set(ran) and len(ensemble["members"]) > 1
+        assert set(ensemble["mcnemar_vs_members"]) == set(ensemble["members"])
+    else:
+        assert ensemble["status"].startswith("not kept: the validation rule chose one family")
     protocol = metrics["protocol"]
     assert protocol["chosen_on_validation"] and protocol["history"][-1]["quick"] is True
+    assert protocol["selection_rule"] and protocol["run_started_describe"]
     assert protocol["test_scorings"] == 0  # a quick run on a subset is not a scoring of the published results
-    bundles = {p.stem: json.loads(p.read_text()) for p in (run_folder / "models").glob("*.json")}
-    assert set(ran) <= set(bundles), "a family's network was not saved"
-    assert [name for name, meta in bundles.items() if meta.get("app_default")] == [metrics["app_default"]]
-    assert bundles["xception_imagenet_transfer"]["last_conv_layer"] == "block14_sepconv2_act"
+    import functions_for_grad_cam as F
+
+    manifest = F.read_manifest(run_folder / "models")  # every bundle present with its SHA-256
+    assert set(ran) == set(manifest["bundles"]), "the manifest lists other networks than the run saved"
+    assert manifest["default"] == metrics["served"]["name"] == metrics["app_default"]
+    assert {"accuracy", "roc_auc", "sensitivity", "specificity"} <= set(metrics["served"]["test"])
+    metadata = json.loads((run_folder / "models" / "xception_imagenet_transfer.json").read_text())
+    assert metadata["last_conv_layer"] == "block14_sepconv2_act"
 
 
 def test_notebook_3_grad_cam(repo_root, data_root, run_folder):

@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pneumonia_cxr import reporting  # its private finding builders
+from pneumonia_cxr.data import VALIDATION_PERTURBATIONS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,6 +26,64 @@ def _family(accuracy, auc, seeds=3, **test):
             "seeds": [{"seed": s, "val": {"roc_auc": 0.99 - s / 100}, "test": _test(accuracy, auc)} for s in range(seeds)],
             "test": _test(accuracy, auc, **test),
             "seed_spread": {"accuracy_mean": accuracy - 0.02, "accuracy_sd": 0.01, "n_seeds": seeds}}
+
+
+# ----------------------------------------------------------------------------------------------
+# A results/gradcam_checks.csv of the current format, made by the code that writes it
+# ----------------------------------------------------------------------------------------------
+CURVES, N_IMAGES, WRONG = 10, 20, (17, 18, 19)  # per model and method: 20 images, the first 10 with curves, 3 wrong
+GOOD_DELETION = -np.linspace(0.05, 0.10, CURVES)  # the map's area below its shifted copies' on every image: -0.075
+BAD_DELETION = -GOOD_DELETION
+SIGN_ONLY_DELETION = np.r_[[-0.001] * 9, [0.3]]  # lower in 9 of 10, mean +0.029: passes only a sign-only rule
+GOOD_INSERTION = np.linspace(0.04, 0.08, CURVES)  # mean +0.060
+BAD_INSERTION = -GOOD_INSERTION
+GRADCAM_SPECS = {  # (model, method): deletion and insertion differences, rank corr. with random weights, border share
+    ("hed_vgg16_transfer", "gradcam"): (BAD_DELETION, BAD_INSERTION, 0.1, 0.05),  # not faithful, passes, interior
+    ("hed_vgg16_transfer", "gradcam++"): (GOOD_DELETION, GOOD_INSERTION, 0.1, 0.05),  # all three checks pass
+    ("scratch_cnn", "gradcam"): (GOOD_DELETION, GOOD_INSERTION, 0.8, 0.3),  # faithful, fails, not interior
+    ("scratch_cnn", "gradcam++"): (BAD_DELETION, GOOD_INSERTION, 0.8, 0.3),  # partly faithful (insertion)
+    ("xception_imagenet_transfer", "gradcam"): (SIGN_ONLY_DELETION, GOOD_INSERTION, 0.1, 0.05),  # old rule: faithful
+    ("xception_imagenet_transfer", "gradcam++"): (BAD_DELETION, GOOD_INSERTION, 0.1, 0.05),
+}
+
+
+def gradcam_per_image() -> pd.DataFrame:
+    """Per-image check rows (the columns gradcam_checks writes) built so that each verdict is known:
+    baselines' areas 0.5 (shifted) and 0.56 / 0.48 (noise, deletion / insertion), border share of a
+    uniform map 0.157; images 10-19 have no curves (NaN areas), 17-19 are wrong predictions."""
+    image = np.arange(N_IMAGES)
+    curve = image < CURVES
+    true = np.where(image % 2, "PNEUMONIA", "NORMAL")
+    wrong = np.isin(image, WRONG)
+    predicted = np.where(wrong, np.where(true == "NORMAL", "PNEUMONIA", "NORMAL"), true)
+
+    def on_curves(values):
+        out = np.full(N_IMAGES, np.nan)
+        out[curve] = values
+        return out
+
+    frames = [pd.DataFrame({
+        "model": model, "method": method, "image": [f"img{i:02d}.jpeg" for i in image], "true_class": true,
+        "predicted_class": predicted, "probability": 0.5, "correct": ~wrong, "rank_corr_random_weights": rank_corr,
+        "random_map_constant": False, "border_share": border, "border_share_uniform": 0.157, "empty_map": False,
+        "deletion_auc": on_curves(0.5 + deletion), "deletion_auc_shifted": on_curves(0.5),
+        "deletion_auc_noise": on_curves(0.56), "insertion_auc": on_curves(0.5 + insertion),
+        "insertion_auc_shifted": on_curves(0.5), "insertion_auc_noise": on_curves(0.48)})
+        for (model, method), (deletion, insertion, rank_corr, border) in GRADCAM_SPECS.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def gradcam_checks_table(fgc, folder: Path) -> pd.DataFrame:
+    """``summarise_gradcam_checks`` of :func:`gradcam_per_image` (default settings: 50 steps, mean fill,
+    10 shifted copies), written to ``folder/gradcam_checks.csv`` and read back as the scripts read it."""
+    path = Path(folder) / "gradcam_checks.csv"
+    fgc.summarise_gradcam_checks(gradcam_per_image()).to_csv(path, index=False)
+    return pd.read_csv(path)
+
+
+@pytest.fixture()
+def gradcam_checks(fgc, tmp_path) -> pd.DataFrame:
+    return gradcam_checks_table(fgc, tmp_path)
 
 
 @pytest.fixture()
@@ -76,8 +137,13 @@ def test_model_findings_answer_from_the_numbers(fgc, metrics):
     assert lines[0].startswith("- **Pretrained for another purpose vs from scratch: partly.**")
     assert "ImageNet Xception transfer (object photos) 0.886 and HED-VGG16 transfer (edge detection) 0.790" in lines[0]
     assert "against the scratch CNN's 0.840" in lines[0] and "VGG-Face transfer not run (weights unavailable)" in lines[0]
-    assert "**Best model: ImageNet Xception transfer**, test accuracy 0.886 [0.856, 0.916]" in text
-    assert "above the original study (0.820, 0.880); below Kermany et al. 2018 (0.928) and MedMNIST+ (0.911, 0.916)" in text
+    reference = next(line for line in lines if line.startswith("- **Best model"))
+    assert reference == (  # 0.820 under our interval [0.856, 0.916]; 0.880, 0.911, 0.916 inside; 0.928 over it
+        "- **Best model: ImageNet Xception transfer**, test accuracy 0.886 [0.856, 0.916], ROC-AUC 0.959 [0.939, "
+        "0.969]: above the original study (scratch CNN 0.820); level with the original study (VGG-Face transfer "
+        "0.880) and MedMNIST+ (ResNet-18 0.911, DINO ViT-B/16 0.916) (inside our 95% interval); below Kermany et al. "
+        "2018 (InceptionV3 0.928) (published protocols differ from ours; see the table below).")
+    assert len(reference) <= 400
     assert "finds 97.9% of test pneumonia" in text and "clears 73.1% of normal" in text
     assert "accuracy 0.810, ROC-AUC 0.960, below its best member, ImageNet Xception transfer (0.886; 95% intervals apart)" in text
     assert "**Served by the app:** HED-VGG16 transfer, seed 0" in text  # app_default, best validation seed
@@ -92,11 +158,22 @@ def test_model_findings_follow_the_numbers_when_they_change(fgc, metrics):
     changed["models"]["ensemble"] = {"status": "dropped by the validation rule (one family)"}
     changed["served"] = {"name": "xception_imagenet_transfer", "seed": 2,
                          "test": {"accuracy": 0.91, "roc_auc": 0.975, "sensitivity": 0.95, "specificity": 0.84}}
-    text = fgc.model_findings(changed)
-    assert "vs from scratch: yes.**" in text and "**Best model: HED-VGG16 transfer**" in text
-    assert "above the original study (0.820, 0.880) and Kermany et al. 2018 (0.928) and MedMNIST+" in text
+    unserved = fgc.model_findings({key: value for key, value in changed.items() if key != "served"})
+    assert "**Best model: HED-VGG16 transfer**, test accuracy 0.950" in unserved  # highest test accuracy
+    text = fgc.model_findings(changed)  # served: the validation rule's choice, never the test set's
+    assert "vs from scratch: yes.**" in text and "Best model" not in text and "best family" not in text
+    reference = next(line for line in text.splitlines() if "Served network's family" in line)
+    assert reference == (  # served: the family's seed-ensemble; all of 0.911-0.928 inside [0.900, 0.960]
+        "- **Served network's family (seed-ensemble): ImageNet Xception transfer**, test accuracy 0.930 [0.900, "
+        "0.960], ROC-AUC 0.980: above the original study (scratch CNN 0.820, VGG-Face transfer 0.880); level with "
+        "Kermany et al. 2018 (InceptionV3 0.928) and MedMNIST+ (ResNet-18 0.911, DINO ViT-B/16 0.916) (inside our "
+        "95% interval) (published protocols differ; see the table below).")  # too long with the ROC-AUC interval
+    assert len(reference) <= 400
+    assert "**Errors.** At its validation threshold, ImageNet Xception transfer finds 96.0%" in text
     assert "**Cross-model ensemble:** dropped by the validation rule (one family)." in text
     assert "**Served by the app:** ImageNet Xception transfer, seed 2" in text and "specificity 0.840" in text
+    assert "  - model chosen on validation: accuracy ≥ 0.92: met (ImageNet Xception transfer 0.930)" in text
+    assert "  - model chosen on validation: specificity ≥ 0.85: met (ImageNet Xception transfer 0.860)" in text
     assert "or dropped: met (dropped by the validation rule (one family))" in text
     quick = fgc.model_findings(changed | {"quick": True})
     assert quick.startswith("- *Quick run")
@@ -118,16 +195,187 @@ def test_target_verdicts_judge_each_target_on_its_figure(fgc, metrics):
     assert not next(v for v in fgc.target_verdicts(two_seeds) if "seeds per family" in v["target"])["met"]
 
 
-def test_gradcam_findings_and_verdict_table_read_the_checks_file(fgc):
+def test_errors_finding_reads_the_validation_test_gap_from_the_numbers(fgc, metrics):
+    gap = copy.deepcopy(metrics)
+    gap["models"]["xception_imagenet_transfer"]["val"] = {"roc_auc": 0.993, "specificity": 0.985, "sensitivity": 0.95}
+    text = fgc.model_findings(gap)
+    assert ("most of its errors are NORMAL X-rays called PNEUMONIA. On validation the same model scores specificity "
+            "98.5% and ROC-AUC 0.993, against 73.1% and 0.959 on test: a threshold fixed on validation transfers "
+            "imperfectly to the test set.") in text
+    assert "collection" not in text  # nothing in the repository says where the test set comes from
+    assert "On validation the same model scores ROC-AUC 0.990, against 0.959 on test" in fgc.model_findings(metrics)
+    served = fgc.model_findings(gap | {"served": {"name": "xception_imagenet_transfer", "seed": 1}})
+    errors = next(line for line in served.splitlines() if line.startswith("- **Errors.**"))
+    assert errors.endswith(  # chosen on pooled validation: said so, shorter so that the bullet stays under 400
+        "most of its errors are NORMAL X-rays called PNEUMONIA. On validation pooled with 4 perturbed copies, it "
+        "scores specificity 98.5% and ROC-AUC 0.993, against 73.1% and 0.959 on test: the threshold transfers "
+        "imperfectly.") and len(errors) <= 400
+    assert f"{len(VALIDATION_PERTURBATIONS)} perturbed copies" in errors  # counted, not typed
+    no_gap = copy.deepcopy(gap)
+    no_gap["models"]["xception_imagenet_transfer"]["val"] = {"roc_auc": 0.993}
+    short = reporting._errors_finding(no_gap | {"served": {"name": "xception_imagenet_transfer"}})
+    assert short.endswith(" On validation pooled with 4 perturbed copies, it scores ROC-AUC 0.993, against 0.959 on "
+                          "test: the threshold transfers imperfectly.")
+
+
+def test_reference_finding_places_each_published_result_against_our_interval(fgc, metrics):
+    """Each published accuracy below our 95% interval reads "above", inside it "level with", above it
+    "below"; each source's models named (short names) while the bullet stays within 400 characters."""
+    assert reporting._grouped(fgc.PUBLISHED_RESULTS[:3]) == (
+        "the original study (scratch CNN 0.820, VGG-Face transfer 0.880) and Kermany et al. 2018 (InceptionV3 0.928)")
+    assert reporting._grouped(fgc.PUBLISHED_RESULTS[:3], names="original") == (
+        "the original study (scratch CNN 0.820, VGG-Face transfer 0.880) and Kermany et al. 2018 (0.928)")
+    narrow = copy.deepcopy(metrics)
+    narrow["models"]["xception_imagenet_transfer"]["test"] = test = {
+        "accuracy": 0.90, "accuracy_ci95": [0.885, 0.915], "roc_auc": 0.96, "roc_auc_ci95": [0.95, 0.97]}
+    text = reporting._reference_finding(narrow)
+    assert text == ("**Best model: ImageNet Xception transfer**, test accuracy 0.900 [0.885, 0.915], ROC-AUC 0.960 "
+                    "[0.950, 0.970]: above the original study (scratch CNN 0.820, VGG-Face transfer 0.880); level with "
+                    "MedMNIST+ (ResNet-18 0.911) (inside our 95% interval); below Kermany et al. 2018 (InceptionV3 "
+                    "0.928) and MedMNIST+ (DINO ViT-B/16 0.916) (published protocols differ from ours; see the table "
+                    "below).")
+    test["accuracy_ci95"] = [0.80, 0.95]  # every published result inside
+    assert ": level with the original study (scratch CNN 0.820, VGG-Face transfer 0.880) and Kermany" in \
+        reporting._reference_finding(narrow)
+    assert "above" not in reporting._reference_finding(narrow).split("]: ")[1]
+    served = reporting._reference_finding(metrics | {"served": {"name": "xception_imagenet_transfer", "seed": 0}})
+    assert served == (  # the longest wording: only the original study's models named, no ROC-AUC interval
+        "**Served network's family (seed-ensemble): ImageNet Xception transfer**, test accuracy 0.886 [0.856, 0.916], "
+        "ROC-AUC 0.959: above the original study (scratch CNN 0.820); level with the original study (VGG-Face "
+        "transfer 0.880) and MedMNIST+ (0.911, 0.916) (inside our 95% interval); below Kermany et al. 2018 (0.928) "
+        "(published protocols differ; see the table below).")
+    assert len(f"- {served}") <= 400
+    unserved = reporting._reference_finding(metrics | {"served": {"name": "not_a_family"}})  # not a scored family
+    assert unserved.startswith("**Best model: ImageNet Xception transfer**")
+
+
+def test_pretrained_finding_compares_single_networks_when_seed_counts_differ(fgc, metrics):
+    uneven = copy.deepcopy(metrics)
+    uneven["models"]["xception_imagenet_transfer"]["seeds"] = [
+        {"seed": s, "test": {"accuracy": a}} for s, a in enumerate((0.86, 0.88))]  # 2 seeds against 3
+    uneven["models"]["scratch_cnn"]["seeds"] = [{"seed": s, "test": {"accuracy": a}} for s, a in
+                                                enumerate((0.80, 0.83, 0.86))]
+    uneven["models"]["hed_vgg16_transfer"]["seeds"] = [{"seed": s, "test": {"accuracy": a}} for s, a in
+                                                       enumerate((0.75, 0.78, 0.81))]
+    line = fgc.model_findings(uneven).splitlines()[0]
+    assert line == (
+        "- **Pretrained for another purpose vs from scratch: partly, single networks compared.** Test accuracy "
+        "ImageNet Xception transfer (object photos) 0.870 (mean of 2 seeds) and HED-VGG16 transfer (edge detection) "
+        "0.780 (mean of 3 seeds), against the scratch CNN's 0.830 (3 seeds). VGG-Face transfer not run (weights "
+        "unavailable).")
+    uneven["models"]["hed_vgg16_transfer"]["seeds"] = [{"seed": 0, "test": {"accuracy": 0.84}}]
+    assert fgc.model_findings(uneven).startswith("- **Pretrained for another purpose vs from scratch: yes, single "
+                                                 "networks compared.**")
+    assert ("Test accuracy ImageNet Xception transfer (object photos) 0.870 (mean of 2 seeds) and HED-VGG16 transfer "
+            "(edge detection) 0.840 (mean of 1 seed), against the scratch CNN's 0.830 (3 seeds).") in \
+        fgc.model_findings(uneven)
+    assert "(mean of" not in fgc.model_findings(metrics)  # same seed counts: the seed-ensembles compared
+
+
+def test_an_ensemble_the_validation_rule_did_not_keep_reads_as_dropped(fgc, metrics):
+    dropped = copy.deepcopy(metrics)
+    dropped["models"]["ensemble"] = {
+        "status": "not kept: the validation rule chose one family (xception_imagenet_transfer)"}
+    expected = "dropped by the validation rule, which chose one family: ImageNet Xception transfer"
+    assert fgc.ensemble_dropped(dropped["models"]["ensemble"]) and fgc.ensemble_status_text(
+        dropped["models"]["ensemble"]) == expected
+    table = fgc.compact_results_table(dropped).set_index("model")
+    assert table.loc[f"Cross-model ensemble ({expected})"].tolist() == ["–"] * 5
+    text = fgc.model_findings(dropped)
+    assert f"- **Cross-model ensemble:** {expected}." in text.splitlines()
+    assert "xception_imagenet_transfer" not in text
+    verdict = next(v for v in fgc.target_verdicts(dropped) if v["target"].startswith("cross-model"))
+    assert verdict == {"target": "cross-model ensemble at least as good as its best member (accuracy and ROC-AUC), "
+                                 "or dropped", "met": True, "measured": expected}
+    assert "- **Targets:** 3 of 7 met." in text  # the ensemble target counts as met (2 of 7 with the kept one)
+    failed = copy.deepcopy(metrics)
+    failed["models"]["ensemble"] = {"status": "failed: out of memory"}  # not dropped by the rule: not judged
+    assert not fgc.ensemble_dropped(failed["models"]["ensemble"])
+    assert not any(v["target"].startswith("cross-model") for v in fgc.target_verdicts(failed))
+
+
+def test_gradcam_words_and_tables_read_the_committed_checks_file(fgc):
+    """Whichever format the committed file has (before or after the run that writes the new columns)."""
     checks = pd.read_csv(REPO_ROOT / "results" / "gradcam_checks.csv")
     table = fgc.gradcam_verdict_table(checks)
     assert list(table.columns) == ["model", "method", "images", "faithfulness (deletion / insertion)",
                                    "sanity (random weights)", "borders"]
     assert set(table["method"]) == {"Grad-CAM", "Grad-CAM++"} and "scratch_cnn" not in set(table["model"])
     text = fgc.gradcam_findings(checks)
+    words = {"not faithful": "not shown faithful", "passes": "passes sanity", "fails": "fails sanity"}
     for _, row in checks[(checks["method"] == "gradcam") & (checks["subset"] == "all")].iterrows():
-        assert f"{fgc.display_name(row['model'])}: {row['faithfulness_verdict']}, sanity {row['sanity_verdict']}" in text
+        faithfulness, sanity = (words.get(row[c], row[c]) for c in ("faithfulness_verdict", "sanity_verdict"))
+        assert f"{fgc.display_name(row['model'])} {faithfulness}, {sanity}" in text
     assert fgc.gradcam_findings(checks[["model", "method"]]) is None
+
+
+def test_gradcam_findings_of_the_new_table_say_each_verdict_and_number(fgc, gradcam_checks):
+    text = fgc.gradcam_findings(gradcam_checks)
+    assert text == (
+        "**Where the models look** (Grad-CAM, 20 test images): HED-VGG16 transfer not shown faithful, passes "
+        "sanity, off the image edge (border share 0.05, uniform map 0.16); Scratch CNN faithful, fails sanity, not "
+        "shown off (0.30); ImageNet Xception transfer partly faithful (insertion), passes sanity, off (0.05). "
+        "No method passes all three checks for Scratch CNN, ImageNet Xception transfer.")
+    assert "thorax" not in text  # the border share cannot tell where the thorax is
+    assert len(f"- {text}") <= 400
+    plus = fgc.gradcam_findings(gradcam_checks, method="gradcam++")
+    assert plus == (
+        "**Where the models look** (Grad-CAM++, 20 test images): HED-VGG16 transfer faithful, passes sanity, off the "
+        "image edge (border share 0.05, uniform map 0.16); Scratch CNN partly faithful (insertion), fails sanity, not "
+        "shown off (0.30); ImageNet Xception transfer partly faithful (insertion), passes sanity, off (0.05). No "
+        "method passes all three checks for Scratch CNN, ImageNet Xception transfer.")
+    assert len(f"- {plus}") <= 400
+    trusted = gradcam_checks.assign(faithfulness_verdict="faithful", sanity_verdict="passes", border_verdict="interior")
+    assert fgc.gradcam_findings(trusted).endswith("(0.05). Every model has a method whose maps pass all three checks.")
+    assert fgc.gradcam_findings(gradcam_checks.assign(sanity_verdict="fails")).endswith(
+        " No model's maps pass all three checks.")
+    assert fgc.gradcam_untrusted(gradcam_checks) == ["Scratch CNN", "ImageNet Xception transfer"]
+    wordy = gradcam_checks.assign(faithfulness_verdict="partly faithful (insertion)", sanity_verdict="fails",
+                                  border_verdict="not interior")
+    verdicts = ["faithfulness_verdict", "sanity_verdict", "border_verdict"]
+    hed = wordy["model"] == "hed_vgg16_transfer"
+    wordy.loc[hed & (wordy["method"] == "gradcam"), verdicts] = ["partly faithful (deletion)", "passes", "interior"]
+    wordy.loc[hed & (wordy["method"] == "gradcam++"), verdicts] = ["faithful", "passes", "interior"]
+    long = fgc.gradcam_findings(wordy)
+    assert len(f"- {long}") <= 400 and "border share" not in long  # too long with the shares: left out
+    assert ("HED-VGG16 transfer partly faithful (deletion), passes sanity, off the image edge; Scratch CNN partly "
+            "faithful (insertion), fails sanity, not shown off; ") in long
+    assert long.endswith(" No method passes all three checks for Scratch CNN, ImageNet Xception transfer.")
+
+
+def test_gradcam_verdict_table_and_rule_changes_of_the_new_table(fgc, gradcam_checks):
+    table = fgc.gradcam_verdict_table(gradcam_checks)
+    assert table.to_dict(orient="records")[:2] == [
+        {"model": "HED-VGG16 transfer", "method": "Grad-CAM", "images": "20 (curves on 10)",
+         "faithfulness (deletion / insertion)": "not faithful", "sanity (random weights)": "passes",
+         "borders": "interior"},
+        {"model": "HED-VGG16 transfer", "method": "Grad-CAM++", "images": "20 (curves on 10)",
+         "faithfulness (deletion / insertion)": "faithful", "sanity (random weights)": "passes",
+         "borders": "interior"}]
+    assert table["faithfulness (deletion / insertion)"].tolist()[2:] == [
+        "faithful", "partly faithful (insertion)", "partly faithful (insertion)", "partly faithful (insertion)"]
+    assert table["sanity (random weights)"].tolist() == ["passes", "passes", "fails", "fails", "passes", "passes"]
+    wrong = fgc.gradcam_verdict_table(gradcam_checks, subset="wrong")
+    assert set(wrong["faithfulness (deletion / insertion)"]) == {"too few images"}
+    assert wrong["images"].iloc[0] == "3 (curves on 0)"
+    changes = fgc.gradcam_rule_changes(gradcam_checks)
+    assert changes.to_dict(orient="records") == [  # the "correct" and "wrong" rows are descriptive: not compared
+        {"model": "ImageNet Xception transfer", "method": "Grad-CAM", "subset": "all", "old": "faithful",
+         "new": "partly faithful (insertion)"}]
+    correct = fgc.gradcam_verdict_table(gradcam_checks, subset="correct")
+    assert set(correct["faithfulness (deletion / insertion)"]) == {"descriptive (subset)"}
+    assert set(correct["sanity (random weights)"]) == set(correct["borders"]) == {"descriptive (subset)"}
+    assert fgc.gradcam_rule_changes(gradcam_checks.drop(columns="faithfulness_verdict_old_rule")).empty
+
+
+def test_every_column_of_the_new_gradcam_files_has_a_readable_name(fgc, gradcam_checks):
+    named = set(fgc.READABLE_COLUMNS) | {"model", "method", "subset", "image", "correct"}
+    assert set(gradcam_checks.columns) <= named, set(gradcam_checks.columns) - named
+    assert set(gradcam_per_image().columns) <= named, set(gradcam_per_image().columns) - named
+    readable = fgc.readable_table(gradcam_checks)
+    assert not [c for c in readable.columns if "_" in c]
+    assert readable["deletion p (Holm)"].iloc[0] == 1.0 and readable["deletion: map - shifted"].iloc[3] == -0.075
+    assert readable["curve steps"].iloc[0] == 50 and str(readable["curve steps"].dtype) in ("int64", "Int64")
 
 
 def test_readme_findings_are_four_to_six_bullets_under_400_characters(fgc):
