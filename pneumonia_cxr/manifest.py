@@ -21,6 +21,7 @@ from pathlib import Path
 from .common import ManifestError, file_sha256
 
 MANIFEST_NAME = "manifest.json"
+SUMS_NAME = "SHA256SUMS"  # a release archive's checksum file (scripts/pack_models.py, scripts/fetch_models.py)
 MANIFEST_SCHEMA = 1
 MANIFEST_FIX = ("re-run model_deep_learning.ipynb, or fetch a release archive "
                 "(python scripts/fetch_models.py URL_OR_FILE)")

@@ -85,7 +85,8 @@ def _load_checked(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def cached_features(extractor, index: pd.DataFrame, cache_dir: str | os.PathLike, view: str = "clean",
-                    transform: BatchTransform | None = None, batch_size: int = 32) -> tuple[np.ndarray, bool]:
+                    transform: BatchTransform | None = None, batch_size: int = 32,
+                    identity: str | None = None) -> tuple[np.ndarray, bool]:
     """Frozen-network outputs float32 (N, ...) of the images in ``index`` (in order), e.g. (N, 6, 6, 512).
 
     ``view`` names what ``transform`` does to each batch of input images before the network
@@ -93,8 +94,9 @@ def cached_features(extractor, index: pd.DataFrame, cache_dir: str | os.PathLike
     view every time. Stored in ``cache_dir`` as ``.npy`` under :func:`features_cache_key`, which
     hashes the extractor's architecture and weights (:func:`extractor_identity`), the view and the
     image contents; a file that does not read back as float32 of the expected shape is recomputed.
-    Returns (features, loaded_from_cache)."""
-    identity = extractor_identity(extractor)
+    ``identity``: :func:`extractor_identity` of ``extractor`` when the caller has it already (it hashes
+    every weight). Returns (features, loaded_from_cache)."""
+    identity = identity or extractor_identity(extractor)
     if transform is not None:  # a seeded transform draws per batch: the batch size is part of the view
         view = f"{view}|batch{batch_size}"
     path = Path(cache_dir) / f"{features_cache_key(identity, index, view)}.npy"
@@ -159,14 +161,15 @@ def frozen_features(extractor, subsets: dict[str, pd.DataFrame], cache_dir: str 
     perturbation, as ``features["val_<kind>"]``. Returns the features and the seconds spent computing
     (0.0 when all came from the cache)."""
     start, hits, features = time.perf_counter(), [], {}
+    identity = extractor_identity(extractor)  # once for every view of every subset
     for name, frame in subsets.items():
-        values, hit = cached_features(extractor, frame, cache_dir)
+        values, hit = cached_features(extractor, frame, cache_dir, identity=identity)
         hits.append(hit)
         views = [values]
         if name == "train":
             for view in range(train_views):
                 label, transform = augmented_view(view_seed + view)
-                values, hit = cached_features(extractor, frame, cache_dir, label, transform)
+                values, hit = cached_features(extractor, frame, cache_dir, label, transform, identity=identity)
                 views.append(values)
                 hits.append(hit)
             features[name] = np.stack(views)
@@ -175,7 +178,8 @@ def frozen_features(extractor, subsets: dict[str, pd.DataFrame], cache_dir: str 
         if name == "val":
             for kind in perturbations:
                 label, transform = perturbed_view(kind)
-                features[f"val_{kind}"], hit = cached_features(extractor, frame, cache_dir, label, transform)
+                features[f"val_{kind}"], hit = cached_features(extractor, frame, cache_dir, label, transform,
+                                                               identity=identity)
                 hits.append(hit)
     return features, 0.0 if all(hits) else time.perf_counter() - start
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from pneumonia_cxr.common import file_sha256  # noqa: E402
 from pneumonia_cxr.manifest import (  # noqa: E402
     MANIFEST_NAME,
+    SUMS_NAME,
     ManifestError,
     is_plain_file_name,
     manifest_sha256,
@@ -38,7 +39,6 @@ from pneumonia_cxr.manifest import (  # noqa: E402
     read_manifest,
 )
 
-SUMS_NAME = "SHA256SUMS"
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download is given up
 
 

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from pneumonia_cxr.common import file_sha256  # noqa: E402
 from pneumonia_cxr.manifest import (  # noqa: E402
     MANIFEST_NAME,
+    SUMS_NAME,
     ManifestError,
     manifest_sha256,
     manifest_subset,
@@ -36,7 +37,6 @@ from pneumonia_cxr.manifest import (  # noqa: E402
     sha256sums_text,
 )
 
-SUMS_NAME = "SHA256SUMS"
 
 
 def pack(models_dir: Path, output: Path | None = None, bundles: list[str] | None = None) -> tuple[Path, dict]:
