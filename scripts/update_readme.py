@@ -84,18 +84,24 @@ def results_section(metrics: dict) -> str:
                     f"{data['val_n']} images of a patient-grouped re-split of the official training data.")
     note.append("A family's row is the mean logit of its seeds, at a threshold fixed on validation, with 95% "
                 "bootstrap intervals over test images.")
-    if metrics.get("protocol", {}).get("selection_rule"):
-        note.append("Thresholds, saved seeds, the ensemble and the served network follow a validation rule written "
-                    "down before this run scored the test set; the run's size (seeds, epoch caps, families) was set "
-                    "for this machine's compute, outside the rule: [protocol](docs/reproducibility.md#test-protocol).")
-    if ensemble.get("members"):
-        note.append("The cross-model ensemble averages "
-                    + ", ".join(F.display_name(m) for m in ensemble["members"]) + ", chosen on validation.")
+    protocol = metrics.get("protocol", {})
+    scoring = (f"this run's scoring of the test set, the {_ordinal(protocol['test_scorings'])} published one"
+               if protocol.get("test_scorings") else "the test scoring")
+    if protocol.get("selection_rule"):
+        note.append(f"Thresholds, saved seeds, the ensemble and the served network follow a validation rule written "
+                    f"down before {scoring}; the run's size (seeds, epoch caps, families) was set for this machine's "
+                    "compute, outside the rule: [protocol, with every scoring](docs/reproducibility.md#test-protocol).")
     if training.get("crop") or training.get("augmentation"):
         note.append("Crop and augmentation: [docs/reproducibility.md](docs/reproducibility.md#models-and-training).")
     if metrics.get("machine"):
         note.append(f"Trained on {metrics['machine']}.")
     return F.markdown_table(F.compact_results_table(metrics)) + "\n\n" + wrap(" ".join(note))
+
+
+def _ordinal(n: int) -> str:
+    """1 -> "1st", 2 -> "2nd", 5 -> "5th", 11 -> "11th"."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def published_section() -> str:
