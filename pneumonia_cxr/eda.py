@@ -537,7 +537,7 @@ def size_shortcut_sentence(summary: dict) -> str:
     colour = ""
     if normal["grayscale_share"] != pneumonia["grayscale_share"]:
         def share(row: dict) -> str:
-            return "none" if row["grayscale_share"] == 1 else f"{1 - row['grayscale_share']:.0%}"
+            return "none" if row["grayscale_share"] == 1 else f"{round(1 - row['grayscale_share'], 9):.0%}"  # round first: 1 - 0.925 is 0.07499... in floats
 
         colour = f"; in colour: {share(normal)} of NORMAL and {share(pneumonia)} of PNEUMONIA files"
     return (f"NORMAL originals are median {normal['width_median']:.0f} x {normal['height_median']:.0f} px (aspect "

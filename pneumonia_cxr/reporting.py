@@ -344,8 +344,11 @@ def _errors_finding(metrics: dict) -> str | None:
     test, val = entry["test"], entry.get("val", {})
     if "sensitivity" not in test or "specificity" not in test:
         return None
-    lower = "NORMAL" if test["specificity"] < test["sensitivity"] else "PNEUMONIA"
-    weak = "specificity" if lower == "NORMAL" else "sensitivity"  # the rate behind most errors
+    data = metrics.get("dataset", {})
+    false_alarms = (1 - test["specificity"]) * data.get("test_normal", 1)  # NORMAL called PNEUMONIA
+    misses = (1 - test["sensitivity"]) * data.get("test_pneumonia", 1)  # PNEUMONIA called NORMAL
+    lower = "NORMAL" if false_alarms > misses else "PNEUMONIA"  # the class behind most errors, by count
+    weak = "specificity" if lower == "NORMAL" else "sensitivity"
     figures = [(f"{weak} {val[weak]:.1%}", f"{test[weak]:.1%}")] if weak in val else []
     if "roc_auc" in val and "roc_auc" in test:
         figures.append((f"ROC-AUC {val['roc_auc']:.3f}", f"{test['roc_auc']:.3f}"))

@@ -396,3 +396,17 @@ def test_compact_results_and_published_tables(fgc, metrics):
     assert "VGG-Face transfer (not run: weights unavailable)" in table.index
     published = fgc.published_table()
     assert published["source"].str.startswith("[").all() and len(published) == len(fgc.PUBLISHED_RESULTS)
+
+
+def test_errors_finding_counts_errors_not_rates():
+    """Specificity 0.885 < sensitivity 0.926, yet with 234 NORMAL and 390 PNEUMONIA test images the
+    misses (29) outnumber the false alarms (27): most errors are PNEUMONIA called NORMAL."""
+    from pneumonia_cxr.reporting import _errors_finding
+
+    metrics = {"dataset": {"test_normal": 234, "test_pneumonia": 390},
+               "models": {"xception_imagenet_transfer": {"status": "ok", "seeds": [],
+                                                         "test": {"accuracy": 0.91, "sensitivity": 0.9256,
+                                                                  "specificity": 0.8846}}}}
+    assert "most of its errors are PNEUMONIA X-rays called NORMAL" in _errors_finding(metrics)
+    metrics["dataset"] = {"test_normal": 390, "test_pneumonia": 234}  # the same rates, classes swapped in size
+    assert "most of its errors are NORMAL X-rays called PNEUMONIA" in _errors_finding(metrics)
