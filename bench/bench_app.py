@@ -23,6 +23,7 @@ $CHEST_XRAY_DATA_ROOT/chest_xray_fullsize_sample and its copy in chest_xray_224;
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -38,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import requests
+
+from common import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_REQUESTS = 500
@@ -215,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
               "model": health.get("model"), "model_path": str(model) if model else None,
               "threshold": health.get("threshold"), "url": args.url, "server": None if args.url else
               {"software": "gunicorn (app/gunicorn_conf.py)", "workers": args.workers, "threads": args.threads},
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+              "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest() if model else None,
+              "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                          "python": platform.python_version()},
               "requests_per_measurement": args.requests, "warmup_per_image": args.warmup, "results": rows,
               "targets": targets_met(rows)}
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -178,17 +178,22 @@ def inspect_image_file(path: Path) -> dict:
     return record
 
 
-def build_index(root: str | os.PathLike) -> pd.DataFrame:
-    """Index every file of the data set, one row per file (by split, class, then file name).
+def build_index(root: str | os.PathLike, splits: Sequence[str] = SPLITS) -> pd.DataFrame:
+    """Index every file of the given splits, one row per file (by split, class, then file name).
 
     Columns: path (str), split, label (class name), target (0 NORMAL / 1 PNEUMONIA), filename,
     patient_id, width and height (pixels), channels, file_bytes, sha256, problem ("" when the
     file is a readable image). Unreadable and non-image files stay in the index with their
-    problem, so counts never lose them; :func:`readable` selects the usable rows.
+    problem, so counts never lose them; :func:`readable` selects the usable rows. A split left
+    out of ``splits`` is not opened at all (a validation-only run passes ``("train", "val")`` so
+    that no test image is read).
     """
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; the data set has {list(SPLITS)}")
     root = find_dataset_root(root)
     rows = []
-    for split in SPLITS:
+    for split in splits:
         for target, label in enumerate(CLASS_NAMES):
             for path in sorted((root / split / label).iterdir()):
                 if _is_junk(path) or not path.is_file():

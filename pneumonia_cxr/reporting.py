@@ -248,10 +248,16 @@ def _pretrained_finding(metrics: dict) -> str | None:
     overlaps = [_overlap(e["test"], scratch["test"], "accuracy") for e in transfer.values()]
     caveat = ("; the 95% intervals overlap in every comparison" if all(o is True for o in overlaps) else
               "; the 95% intervals overlap in some comparisons" if any(o is True for o in overlaps) else "")
-    missing = not_run(metrics)
-    absent = (" " + "; ".join(f"{display_name(n)} not run ({why})." for n, why in missing.items())) if missing else ""
     return (f"**Pretrained for another purpose vs from scratch: {answer}.** Test accuracy "
-            + " and ".join(parts) + f", against the scratch CNN's {reference:.3f}{caveat}.{absent}")
+            + " and ".join(parts) + f", against the scratch CNN's {reference:.3f}{caveat}.{_not_run_sentence(not_run(metrics))}")
+
+
+def _not_run_sentence(missing: Mapping[str, str]) -> str:
+    """`` Not run: VGG-Face transfer, weights unavailable; HED-VGG16 transfer, compute budget.`` (with
+    a leading space), or "" when every family ran."""
+    if not missing:
+        return ""
+    return " Not run: " + "; ".join(f"{display_name(name)}, {why}" for name, why in missing.items()) + "."
 
 
 def _pretrained_finding_single_networks(scratch: dict, transfer: dict, missing: dict) -> str:
@@ -271,10 +277,10 @@ def _pretrained_finding_single_networks(scratch: dict, transfer: dict, missing: 
                      f"{'s' if n != 1 else ''})")
         better.append(value > reference)
     answer = "yes" if all(better) else "partly" if any(better) else "no"
-    absent = (" " + "; ".join(f"{display_name(n)} not run ({why})." for n, why in missing.items())) if missing else ""
+    scratch_seeds = f"{n_scratch} seeds" if n_scratch != 1 else "1 seed, so its spread over seeds is unknown"
     return (f"**Pretrained for another purpose vs from scratch: {answer}, single networks compared.** Test accuracy "
-            + " and ".join(parts) + f", against the scratch CNN's {reference:.3f} ({n_scratch} seed"
-            f"{'s' if n_scratch != 1 else ''}).{absent}")
+            + " and ".join(parts) + f", against the scratch CNN's {reference:.3f} ({scratch_seeds})."
+            + _not_run_sentence(missing))
 
 
 def _short_model(label: str) -> str:
@@ -283,18 +289,18 @@ def _short_model(label: str) -> str:
     return re.sub(r"\s*\([^()]*\)$", "", label.split(",")[0].strip())
 
 
-def _grouped(rows, names: str = "all") -> str:
+def _grouped(rows, names: str = "all", column: int = 1) -> str:
     """``the original study (scratch CNN 0.820, VGG-Face transfer 0.880) and Kermany et al. 2018
     (InceptionV3 0.928)``: the results grouped by source (a label up to its first comma), each with its
     model's short name (:func:`_short_model`); ``names="original"`` names the original study's models
-    only, ``"none"`` none."""
+    only, ``"none"`` none. ``column``: 1 the accuracy, 2 the ROC-AUC of each published row."""
     groups: dict[str, list[str]] = {}
     for r in rows:
         source, _, model = r[0].partition(",")
         original = source.lower() == "original study"
         named = model.strip() and (names == "all" or names == "original" and original)
         groups.setdefault("the original study" if original else source, []).append(
-            f"{_short_model(model)} {r[1]:.3f}" if named else f"{r[1]:.3f}")
+            f"{_short_model(model)} {r[column]:.3f}" if named else f"{r[column]:.3f}")
     return " and ".join(f"{source} ({', '.join(values)})" for source, values in groups.items())
 
 
@@ -302,34 +308,50 @@ def _reference_finding(metrics: dict, references: Iterable = PUBLISHED_RESULTS) 
     """How the best family (:func:`best_family`: the served network's family when the run recorded
     one, its seed-ensemble scored) compares with the original study and the published references:
     each published accuracy above our 95% interval ("below X"), inside it ("level with X") or under it
-    ("above X"). The first of three wordings within ``FINDING_MAX_CHARS``: every model named and the
-    ROC-AUC's interval given; then without the ROC-AUC's interval; then only the original study's
-    models named."""
+    ("above X"); then the published ROC-AUCs outside our ROC-AUC interval, so that "level with" is never
+    read as holding for both. The first of four wordings within ``FINDING_MAX_CHARS``: every model named
+    and the ROC-AUC's interval given; then without the ROC-AUC's interval; then only the original
+    study's models named; then also the ROC-AUC comparison without model names and a shorter tail."""
     best = best_family(metrics)
     if best is None:
         return None
     test = metrics["models"][best]["test"]
-    accuracy = test["accuracy"]
-    low, high = test.get("accuracy_ci95", (accuracy, accuracy))
-    above = [r for r in references if r[1] is not None and r[1] < low]
-    within = [r for r in references if r[1] is not None and low <= r[1] <= high]
-    below = [r for r in references if r[1] is not None and r[1] > high]
     heading = "Served network's family (seed-ensemble)" if chosen_on_validation(metrics) else "Best model"
+    accuracy = _placed(test, "accuracy", 1, references)
+    auc = _placed(test, "roc_auc", 2, references) if "roc_auc" in test else {}
 
-    def sentence(names: str, auc_interval: bool) -> str:
-        parts = [f"above {_grouped(above, names)}" if above else "",
-                 f"level with {_grouped(within, names)} (inside our 95% interval)" if within else "",
-                 f"below {_grouped(below, names)}" if below else ""]
-        auc = with_ci(test, "roc_auc") if auc_interval else f"{test['roc_auc']:.3f}" if "roc_auc" in test else "–"
-        tail = "published protocols differ from ours" if auc_interval else "published protocols differ"
-        return (f"**{heading}: {display_name(best)}**, test accuracy {with_ci(test, 'accuracy')}, ROC-AUC {auc}: "
-                + "; ".join(p for p in parts if p) + f" ({tail}; see the table below).")
+    def sentence(names: str, auc_interval: bool, auc_names: str, tail: str) -> str:
+        parts = [f"above {_grouped(accuracy['above'], names)}" if accuracy["above"] else "",
+                 f"level with {_grouped(accuracy['within'], names)} (inside our 95% interval)" if accuracy["within"] else "",
+                 f"below {_grouped(accuracy['below'], names)}" if accuracy["below"] else ""]
+        auc_parts = [f"{word} {_grouped(auc[key], auc_names, column=2)}"
+                     for key, word in (("above", "above"), ("below", "below")) if auc.get(key)]
+        auc_text = f"; ROC-AUC {' and '.join(auc_parts)}" if auc_parts else ""
+        value = with_ci(test, "roc_auc") if auc_interval else f"{test['roc_auc']:.3f}" if "roc_auc" in test else "–"
+        return (f"**{heading}: {display_name(best)}**, test accuracy {with_ci(test, 'accuracy')}, ROC-AUC {value}: "
+                f"accuracy " + "; ".join(p for p in parts if p) + auc_text + f" ({tail}).")
 
-    for names, auc_interval in (("all", True), ("all", False)):
-        text = sentence(names, auc_interval)
+    see = "; see the table below"
+    wordings = (("all", True, "all", f"published protocols differ from ours{see}"),
+                ("all", False, "all", f"published protocols differ{see}"),
+                ("original", False, "original", f"published protocols differ{see}"),
+                ("original", False, "none", "protocols differ"))
+    for wording in wordings:
+        text = sentence(*wording)
         if len(text) <= FINDING_MAX_CHARS:
             return text
-    return sentence("original", False)
+    return text
+
+
+def _placed(test: dict, metric: str, column: int, references: Iterable) -> dict[str, list]:
+    """The published rows whose ``metric`` (at ``column`` of each row) lies under our 95% interval
+    ("above": we are above them), inside it ("within") or over it ("below"); rows without the metric
+    left out."""
+    value = test[metric]
+    low, high = test.get(f"{metric}_ci95") or (value, value)
+    rows = [r for r in references if r[column] is not None]
+    return {"above": [r for r in rows if r[column] < low], "within": [r for r in rows if low <= r[column] <= high],
+            "below": [r for r in rows if r[column] > high]}
 
 
 def _errors_finding(metrics: dict) -> str | None:

@@ -241,6 +241,18 @@ def dtype_policy(name: str):
         keras.mixed_precision.set_global_policy(previous)
 
 
+def frozen_extractor(build: Callable[[], "keras.Model"], cut: Callable[["keras.Model"], "keras.Model"],
+                     policy: str) -> tuple["keras.Model", "keras.Model"]:
+    """(model, extractor): ``build()`` in float32, and ``cut`` applied to a second copy built under
+    the dtype ``policy`` with the same weights, so the frozen part runs its cached passes in that
+    precision while the model that is trained, evaluated and saved stays float32."""
+    model = build()
+    with dtype_policy(policy):
+        fast = build()
+    fast.set_weights(model.get_weights())
+    return model, cut(fast)
+
+
 def train_scratch_cnn(train_data, val_data, class_weight: dict[int, float], epochs: int,
                       patience: int = 3, precision: str = "auto", learning_rate: float = 1e-3,
                       input_shape: tuple[int, int, int] = IMAGE_SHAPE, verbose: int = 2):

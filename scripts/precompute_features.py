@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--recipe-file", default="results/xception_recipe_choice.json")
     parser.add_argument("--cache-dir", default="cache/features")
     parser.add_argument("--hed-views", type=int, default=0)
-    parser.add_argument("--xception-views", type=int, default=2)
+    parser.add_argument("--xception-views", type=int, default=1)
     parser.add_argument("--view-seed", type=int, default=1000)
     parser.add_argument("--split-seed", type=int, default=42)
     parser.add_argument("--precision", default="auto")
@@ -49,11 +49,8 @@ def main() -> int:
     for name in args.families:
         build, cut, views = jobs[name]
         start = time.perf_counter()
-        model = build()
-        with F.dtype_policy(policy):
-            fast = build()
-        fast.set_weights(model.get_weights())
-        F.frozen_features(cut(fast), subsets, args.cache_dir, views, args.view_seed, perturbations)
+        _, extractor = F.frozen_extractor(build, cut, policy)
+        F.frozen_features(extractor, subsets, args.cache_dir, views, args.view_seed, perturbations)
         print(f"{name}: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     return 0
 

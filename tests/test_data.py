@@ -79,6 +79,21 @@ def test_nested_kaggle_archive_with_junk_is_accepted(fgc, make_kaggle_tree):
     assert (index["problem"] == "").all()
 
 
+def test_index_without_test_split_opens_no_test_file(fgc, make_kaggle_tree, monkeypatch):
+    """A validation-only run indexes train and val only: no file under test/ is read."""
+    root = make_kaggle_tree()
+    opened = []
+    real_read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: opened.append(self) or real_read_bytes(self))
+    index = fgc.build_index(root, splits=("train", "val"))
+    assert set(index["split"]) == {"train", "val"} and len(index) == 8
+    assert opened and not [path for path in opened if "test" in path.relative_to(root).parts]
+    split = fgc.patient_grouped_split(index, val_fraction=0.5, seed=0)
+    assert "test" not in set(split["subset"])
+    with pytest.raises(ValueError, match="tset"):
+        fgc.build_index(root, splits=("train", "tset"))
+
+
 # ----------------------------------------------------------------------------------------------
 # Index: unreadable and non-image files
 # ----------------------------------------------------------------------------------------------

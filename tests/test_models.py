@@ -227,6 +227,27 @@ def _in_bfloat16(fgc):
         return _tiny_extractor(fgc)
 
 
+def test_frozen_extractor_runs_the_cut_in_the_pass_precision_with_the_model_weights(fgc):
+    import keras
+
+    builds = []
+
+    def build():
+        model = _one_weight_changed(fgc) if builds else _tiny_extractor(fgc)  # the second build differs:
+        builds.append(model)                                                # its weights must be overwritten
+        return model
+
+    def cut(model):
+        return keras.Model(model.input, model.layers[-2].output)
+
+    model, extractor = fgc.frozen_extractor(build, cut, "mixed_bfloat16")
+    assert model is builds[0] and len(builds) == 2
+    assert model.layers[-2].compute_dtype == "float32" and extractor.layers[-1].compute_dtype == "bfloat16"
+    for mine, theirs in zip(model.layers[-2].get_weights(), extractor.layers[-1].get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+
+
 EXTRACTOR_CHANGES = {
     "crop": lambda fgc: _tiny_extractor(fgc, crop=180),
     "mean": lambda fgc: _tiny_extractor(fgc, mean=(1.0, 2.0, 3.5)),

@@ -136,13 +136,13 @@ def test_model_findings_answer_from_the_numbers(fgc, metrics):
     lines = text.splitlines()
     assert lines[0].startswith("- **Pretrained for another purpose vs from scratch: partly.**")
     assert "ImageNet Xception transfer (object photos) 0.886 and HED-VGG16 transfer (edge detection) 0.790" in lines[0]
-    assert "against the scratch CNN's 0.840" in lines[0] and "VGG-Face transfer not run (weights unavailable)" in lines[0]
+    assert "against the scratch CNN's 0.840" in lines[0] and lines[0].endswith("Not run: VGG-Face transfer, weights unavailable.")
     reference = next(line for line in lines if line.startswith("- **Best model"))
     assert reference == (  # 0.820 under our interval [0.856, 0.916]; 0.880, 0.911, 0.916 inside; 0.928 over it
-        "- **Best model: ImageNet Xception transfer**, test accuracy 0.886 [0.856, 0.916], ROC-AUC 0.959 [0.939, "
-        "0.969]: above the original study (scratch CNN 0.820); level with the original study (VGG-Face transfer "
-        "0.880) and MedMNIST+ (ResNet-18 0.911, DINO ViT-B/16 0.916) (inside our 95% interval); below Kermany et al. "
-        "2018 (InceptionV3 0.928) (published protocols differ from ours; see the table below).")
+        "- **Best model: ImageNet Xception transfer**, test accuracy 0.886 [0.856, 0.916], ROC-AUC 0.959: "
+        "accuracy above the original study (scratch CNN 0.820); level with the original study (VGG-Face "
+        "transfer 0.880) and MedMNIST+ (0.911, 0.916) (inside our 95% interval); below Kermany et al. 2018 "
+        "(0.928); ROC-AUC below MedMNIST+ (0.980, 0.989) (published protocols differ; see the table below).")
     assert len(reference) <= 400
     assert "finds 97.9% of test pneumonia" in text and "clears 73.1% of normal" in text
     assert "accuracy 0.810, ROC-AUC 0.960, below its best member, ImageNet Xception transfer (0.886; 95% intervals apart)" in text
@@ -164,10 +164,10 @@ def test_model_findings_follow_the_numbers_when_they_change(fgc, metrics):
     assert "vs from scratch: yes.**" in text and "Best model" not in text and "best family" not in text
     reference = next(line for line in text.splitlines() if "Served network's family" in line)
     assert reference == (  # served: the family's seed-ensemble; all of 0.911-0.928 inside [0.900, 0.960]
-        "- **Served network's family (seed-ensemble): ImageNet Xception transfer**, test accuracy 0.930 [0.900, "
-        "0.960], ROC-AUC 0.980: above the original study (scratch CNN 0.820, VGG-Face transfer 0.880); level with "
-        "Kermany et al. 2018 (InceptionV3 0.928) and MedMNIST+ (ResNet-18 0.911, DINO ViT-B/16 0.916) (inside our "
-        "95% interval) (published protocols differ; see the table below).")  # too long with the ROC-AUC interval
+        "- **Served network's family (seed-ensemble): ImageNet Xception transfer**, test accuracy 0.930 "
+        "[0.900, 0.960], ROC-AUC 0.980: accuracy above the original study (scratch CNN 0.820, VGG-Face "
+        "transfer 0.880); level with Kermany et al. 2018 (InceptionV3 0.928) and MedMNIST+ (ResNet-18 0.911, "
+        "DINO ViT-B/16 0.916) (inside our 95% interval) (published protocols differ; see the table below).")  # too long with the ROC-AUC interval
     assert len(reference) <= 400
     assert "**Errors.** At its validation threshold, ImageNet Xception transfer finds 96.0%" in text
     assert "**Cross-model ensemble:** dropped by the validation rule (one family)." in text
@@ -229,21 +229,21 @@ def test_reference_finding_places_each_published_result_against_our_interval(fgc
     narrow["models"]["xception_imagenet_transfer"]["test"] = test = {
         "accuracy": 0.90, "accuracy_ci95": [0.885, 0.915], "roc_auc": 0.96, "roc_auc_ci95": [0.95, 0.97]}
     text = reporting._reference_finding(narrow)
-    assert text == ("**Best model: ImageNet Xception transfer**, test accuracy 0.900 [0.885, 0.915], ROC-AUC 0.960 "
-                    "[0.950, 0.970]: above the original study (scratch CNN 0.820, VGG-Face transfer 0.880); level with "
-                    "MedMNIST+ (ResNet-18 0.911) (inside our 95% interval); below Kermany et al. 2018 (InceptionV3 "
-                    "0.928) and MedMNIST+ (DINO ViT-B/16 0.916) (published protocols differ from ours; see the table "
-                    "below).")
+    assert text == ("**Best model: ImageNet Xception transfer**, test accuracy 0.900 [0.885, 0.915], ROC-AUC 0.960: "
+                    "accuracy above the original study (scratch CNN 0.820, VGG-Face transfer 0.880); level with "
+                    "MedMNIST+ (0.911) (inside our 95% interval); below Kermany et al. 2018 (0.928) and MedMNIST+ "
+                    "(0.916); ROC-AUC below MedMNIST+ (0.980, 0.989) (published protocols differ; see the table below).")
     test["accuracy_ci95"] = [0.80, 0.95]  # every published result inside
-    assert ": level with the original study (scratch CNN 0.820, VGG-Face transfer 0.880) and Kermany" in \
+    assert ": accuracy level with the original study (scratch CNN 0.820, VGG-Face transfer 0.880) and Kermany" in \
         reporting._reference_finding(narrow)
-    assert "above" not in reporting._reference_finding(narrow).split("]: ")[1]
+    assert "above" not in reporting._reference_finding(narrow).split(": ", 1)[1]
     served = reporting._reference_finding(metrics | {"served": {"name": "xception_imagenet_transfer", "seed": 0}})
     assert served == (  # the longest wording: only the original study's models named, no ROC-AUC interval
-        "**Served network's family (seed-ensemble): ImageNet Xception transfer**, test accuracy 0.886 [0.856, 0.916], "
-        "ROC-AUC 0.959: above the original study (scratch CNN 0.820); level with the original study (VGG-Face "
-        "transfer 0.880) and MedMNIST+ (0.911, 0.916) (inside our 95% interval); below Kermany et al. 2018 (0.928) "
-        "(published protocols differ; see the table below).")
+        "**Served network's family (seed-ensemble): ImageNet Xception transfer**, test accuracy 0.886 "
+        "[0.856, 0.916], ROC-AUC 0.959: accuracy above the original study (scratch CNN 0.820); level with "
+        "the original study (VGG-Face transfer 0.880) and MedMNIST+ (0.911, 0.916) (inside our 95% "
+        "interval); below Kermany et al. 2018 (0.928); ROC-AUC below MedMNIST+ (0.980, 0.989) (protocols "
+        "differ).")
     assert len(f"- {served}") <= 400
     unserved = reporting._reference_finding(metrics | {"served": {"name": "not_a_family"}})  # not a scored family
     assert unserved.startswith("**Best model: ImageNet Xception transfer**")
@@ -261,8 +261,8 @@ def test_pretrained_finding_compares_single_networks_when_seed_counts_differ(fgc
     assert line == (
         "- **Pretrained for another purpose vs from scratch: partly, single networks compared.** Test accuracy "
         "ImageNet Xception transfer (object photos) 0.870 (mean of 2 seeds) and HED-VGG16 transfer (edge detection) "
-        "0.780 (mean of 3 seeds), against the scratch CNN's 0.830 (3 seeds). VGG-Face transfer not run (weights "
-        "unavailable).")
+        "0.780 (mean of 3 seeds), against the scratch CNN's 0.830 (3 seeds). Not run: VGG-Face transfer, weights "
+        "unavailable.")
     uneven["models"]["hed_vgg16_transfer"]["seeds"] = [{"seed": 0, "test": {"accuracy": 0.84}}]
     assert fgc.model_findings(uneven).startswith("- **Pretrained for another purpose vs from scratch: yes, single "
                                                  "networks compared.**")
