@@ -377,7 +377,7 @@ def test_a_run_with_the_new_gradcam_table_and_no_ensemble_renders_every_file(upd
     flat = readme.replace("\n  ", " ").replace("\n", " ")
     assert ("- **Served network's family (seed-ensemble): ImageNet Xception transfer**, test accuracy 0.886 "
             "[0.856, 0.916], ROC-AUC 0.959: accuracy above the original study (scratch CNN 0.820); level with") in flat
-    assert "On validation pooled with 4 perturbed copies, it scores ROC-AUC 0.990, against 0.959 on test" in flat
+    assert "On validation pooled with 4 perturbed copies: ROC-AUC 0.990; on test 0.959." in flat
     assert "Best model" not in readme
     assert ("- **Where the models look** (Grad-CAM, 20 test images): HED-VGG16 transfer not shown faithful, passes "
             "sanity, off the image edge (border share 0.05, uniform map 0.16);") in flat
