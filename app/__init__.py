@@ -9,7 +9,8 @@ here; decoding, preprocessing, the model bundle, its manifest and Grad-CAM all c
     gunicorn -c app/gunicorn_conf.py "app:create_app()"   (one model per worker)
 
 Without a model given, the app serves the default bundle of ``models/manifest.json`` and refuses
-to start when the manifest and the files disagree. Uploads over ``MAX_IMAGE_PIXELS`` are refused;
+to start when the manifest and the files disagree. Uploads over ``MAX_IMAGE_PIXELS``, with a long side
+over ``MAX_ASPECT_RATIO`` times the short side, or not in ``UPLOAD_FORMATS`` are refused;
 larger originals are shown and drawn on at most ``DISPLAY_MAX_SIDE`` pixels a side.
 
 Routes: ``GET /`` upload page, ``POST /predict`` (form: field ``file``, or ``example`` = name of an
@@ -206,10 +207,11 @@ def create_app(model_path: str | os.PathLike | None = None) -> Flask:
     app.extensions["predictor"] = predictor
 
     def upload_bytes() -> tuple[bytes, str]:
-        """Bytes of the form field ``file`` (the client's file name is never used) or 400."""
+        """Bytes of the form field ``file`` (the client's file name is never used) or 400. The
+        in-memory stream's own buffer, not a copy (``read()`` would copy up to MAX_UPLOAD_MB)."""
         if "file" not in request.files:
             abort(400, description="No file uploaded: send the image in the multipart form field 'file'.")
-        data = request.files["file"].read()
+        data = request.files["file"].stream.getvalue()
         if not data:
             abort(400, description="upload: the file is empty")
         return data, "upload"
@@ -223,7 +225,8 @@ def create_app(model_path: str | os.PathLike | None = None) -> Flask:
     def page(status: int = 200, **context):
         return render_template("index.html", model=predictor.name, threshold=predictor.threshold,
                                examples=list_examples(app.config["EXAMPLES_DIR"]), disclaimer=DISCLAIMER,
-                               max_upload_mb=app.config["MAX_CONTENT_LENGTH"] / 2 ** 20, **context), status
+                               max_upload_mb=app.config["MAX_CONTENT_LENGTH"] / 2 ** 20,
+                               upload_formats=", ".join(fgc.UPLOAD_FORMATS), **context), status
 
     def wants_html() -> bool:
         return request.path == "/" or request.path == "/predict"

@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         images.append({"image": label, "file": path.name, "size": size, "upload_kb": round(len(data) / 1024, 1),
                        "data": data})
 
+    load_before = os.getloadavg()[0]  # other work on the machine skews latency: recorded beside it
     process, log = None, None
     model = None
     if args.url:
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
               "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest() if model else None,
               "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()},
+              "load_average_1min_before": round(load_before, 2),
               "requests_per_measurement": args.requests, "warmup_per_image": args.warmup, "results": rows,
               "targets": targets_met(rows)}
     args.output.parent.mkdir(parents=True, exist_ok=True)

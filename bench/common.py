@@ -163,10 +163,12 @@ BENCHMARK_MODELS: dict[str, str | None] = {
     "scratch_epoch": "scratch CNN (build_scratch_cnn)",
     "transfer_epoch": "HED VGG16 transfer (pretrained frozen base + head)",
     "transfer_10_epochs": "HED VGG16 transfer (pretrained frozen base + head)",
-    "reproduction_wall_time": "scratch CNN, HED VGG16 and Xception transfer, 3 seeds each (VGG-Face not run)",
+    "reproduction_wall_time": "the notebooks' defaults: scratch CNN 1 seed (at most 2 epochs), Xception transfer 3 seeds "
+                              "(at most 3 epochs); HED VGG16 and VGG-Face not run",
     "model_notebook_wall_time": "scratch CNN, HED VGG16 and Xception transfer, 3 seeds each (VGG-Face not run)",
     "grad_cam_notebook_wall_time": "the three saved networks (scratch CNN, HED VGG16, Xception)",
-    "reproduction_quick_wall_time": "scratch CNN, HED VGG16 and Xception transfer, 3 seeds each, on the quick subset (VGG-Face not run)",
+    "reproduction_quick_wall_time": "the notebooks' defaults on the quick subset: scratch CNN 1 seed, Xception transfer 3 seeds "
+                                    "(HED VGG16 and VGG-Face not run)",
 }
 
 

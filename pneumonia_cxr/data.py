@@ -281,16 +281,26 @@ def normalised_class_weights(weights: dict[int, float]) -> dict[int, float]:
 # ----------------------------------------------------------------------------------------------
 # Image decoding and the tf.data input pipeline
 # ----------------------------------------------------------------------------------------------
+# Upload formats: those Pillow decodes to an image of the size its header states. Container formats
+# (ICO, ICNS, ...) state one size and may decode a bigger embedded image, past the pixel cap.
+UPLOAD_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP")
+# Largest long side / short side accepted: chest X-rays are about 1 to 2. Antialiased resizing to
+# 224 x 224 allocates about 224 x the long side x 3 floats, 43 GB for a 1 x 16,000,000 image.
+MAX_ASPECT_RATIO = 8
+
+
 def decode_image_bytes(data: bytes, source: str = "image") -> np.ndarray:
     """Decode image bytes of any common mode into a uint8 RGB array (H, W, 3).
 
-    Grayscale, RGB, RGBA (alpha dropped onto black), palette, CMYK and 16-bit or 32-bit images are
-    accepted (the latter scaled by their actual range, min to max); EXIF orientation is applied. The
-    type is judged from the content, not a name.
+    PNG, JPEG, TIFF, BMP, GIF and WebP (``UPLOAD_FORMATS``) are accepted, judged from the content,
+    not a name; grayscale, RGB, RGBA (alpha dropped onto black), palette, CMYK and 16-bit or 32-bit
+    images (the latter scaled by their actual range, min to max); EXIF orientation is applied.
 
     Raises:
-        ImageDecodeError: empty, truncated, corrupt, non-image or oversized (> MAX_IMAGE_PIXELS)
-        input; the message names ``source`` and the problem.
+        ImageDecodeError: empty, truncated, corrupt, non-image, other-format, oversized
+        (> MAX_IMAGE_PIXELS) or elongated (> MAX_ASPECT_RATIO) input; the message names ``source``
+        and the problem. Size and shape are checked from the header, before the pixels are decoded,
+        and again after.
     """
     if not data:
         raise ImageDecodeError(f"{source}: the file is empty")
@@ -298,21 +308,24 @@ def decode_image_bytes(data: bytes, source: str = "image") -> np.ndarray:
 
 
 def _open_image(data: bytes, source: str) -> Image.Image:
-    """The decoded, EXIF-oriented PIL image of ``data``; ImageDecodeError for anything the bytes cause."""
+    """The decoded, EXIF-oriented PIL image of ``data``; ImageDecodeError for anything the bytes cause.
+
+    Thread-safe: no warning filters are changed; Pillow's own decompression-bomb limit (about 179 MP)
+    only matters for images far over ours, which are refused either way."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            _check_pixel_count(image.width, image.height, source)
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)
-            return image
+        image = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)
+        _check_size(image.width, image.height, source)  # from the header: nothing decoded yet
+        image.load()
+        _check_size(image.width, image.height, source)  # in case a decoder found more pixels
+        ImageOps.exif_transpose(image, in_place=True)
+        return image
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
-        raise ImageDecodeError(f"{source}: not an image (content not recognised)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageDecodeError(f"{source}: image too large (decompression bomb refused)") from None
+        raise ImageDecodeError(f"{source}: not an image of an accepted format (content not recognised; "
+                               f"accepted: {', '.join(UPLOAD_FORMATS)})") from None
+    except Image.DecompressionBombError:  # Pillow's check, in open() before ours for > ~179 MP
+        raise ImageDecodeError(f"{source}: image too large (a decompression bomb); {_pixel_limit()}") from None
     except MemoryError:  # the server's shortage, not the input's fault
         raise
     except Exception as error:  # all else Pillow raises on malformed bytes: OSError, struct.error, EOFError, ...
@@ -320,13 +333,24 @@ def _open_image(data: bytes, source: str) -> Image.Image:
                                f"({type(error).__name__}: {error})") from None
 
 
-def _check_pixel_count(width: int, height: int, source: str) -> None:
-    """ImageDecodeError naming the size and the limit when width x height > MAX_IMAGE_PIXELS."""
+def _pixel_limit() -> str:
+    """The pixel cap, as error messages state it."""
+    return (f"at most {MAX_IMAGE_PIXELS / 1e6:g} megapixels ({MAX_IMAGE_PIXELS:,} pixels) are accepted, "
+            f"chest X-rays need far fewer")
+
+
+def _check_size(width: int, height: int, source: str) -> None:
+    """ImageDecodeError naming the size and the limit when width x height > MAX_IMAGE_PIXELS or the
+    long side is more than MAX_ASPECT_RATIO times the short side."""
     if width * height > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(f"{source}: image too large ({width}x{height} = "
+                               f"{width * height / 1e6:.1f} megapixels; {_pixel_limit()})")
+    long_side, short_side = max(width, height), min(width, height)
+    if long_side > MAX_ASPECT_RATIO * short_side:
         raise ImageDecodeError(
-            f"{source}: image too large ({width}x{height} = {width * height / 1e6:.1f} megapixels; at "
-            f"most {MAX_IMAGE_PIXELS / 1e6:g} megapixels ({MAX_IMAGE_PIXELS:,} pixels) are accepted, "
-            f"chest X-rays need far fewer)")
+            f"{source}: image too elongated ({width}x{height}: long side / short side = "
+            f"{long_side / max(short_side, 1):,.1f}; at most {MAX_ASPECT_RATIO} is accepted, "
+            f"chest X-rays are about 1 to 2)")
 
 
 def _to_rgb_uint8(image: Image.Image) -> np.ndarray:

@@ -9,7 +9,9 @@ earlier run is never served. Layout (schema 1)::
      "bundles": {"<name>": {"model": "<name>.keras", "metadata": "<name>.json",
                             "sha256": {"<name>.keras": "<hex>", "<name>.json": "<hex>"}}}}
 
-File names are relative to the folder holding the manifest.
+File names are relative to the folder holding the manifest; each bundle's files are named after it,
+listed files must be regular files (not symbolic links), and each SHA-256 is 64 lowercase hex digits.
+``load_model_bundle`` takes a bundle's metadata from :func:`listed_metadata_path` (SHA-checked).
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from .common import ManifestError, file_sha256
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"  # a release archive's checksum file (scripts/pack_models.py, scripts/fetch_models.py)
 MANIFEST_SCHEMA = 1
+MODEL_SUFFIX = ".keras"
+METADATA_SUFFIX = ".json"
 MANIFEST_FIX = ("re-run model_deep_learning.ipynb, or fetch a release archive "
                 "(python scripts/fetch_models.py URL_OR_FILE)")
 
@@ -39,7 +43,8 @@ def write_manifest(models_dir: str | os.PathLike, bundles: dict[str, Path], defa
         run: facts of the run, recorded as given (e.g. ``{"git_describe": ..., "scored_at": ...}``).
 
     Raises:
-        ValueError: ``default`` is not a bundle, or a bundle file is missing or not in ``models_dir``.
+        ValueError: ``default`` is not a bundle, a bundle's files are not ``<name>.keras`` and
+            ``<name>.json``, or one is missing, a symbolic link or not in ``models_dir``.
     """
     models_dir = Path(models_dir)
     if default not in bundles:
@@ -47,9 +52,11 @@ def write_manifest(models_dir: str | os.PathLike, bundles: dict[str, Path], defa
     entries = {}
     for name, model_path in sorted(bundles.items()):
         model_path = Path(model_path)
-        files = (model_path, model_path.with_suffix(".json"))
+        if model_path.name != f"{name}{MODEL_SUFFIX}":
+            raise ValueError(f"bundle '{name}': its model file must be {name}{MODEL_SUFFIX}, not {model_path.name}")
+        files = (model_path, model_path.with_suffix(METADATA_SUFFIX))
         for path in files:
-            if path.resolve().parent != models_dir.resolve() or not path.is_file():
+            if path.resolve().parent != models_dir.resolve() or path.is_symlink() or not path.is_file():
                 raise ValueError(f"bundle '{name}': {path} is not a file in {models_dir}")
         entries[name] = {"model": files[0].name, "metadata": files[1].name,
                          "sha256": {path.name: file_sha256(path) for path in files}}
@@ -73,10 +80,39 @@ def read_manifest(models_dir: str | os.PathLike) -> dict:
     recorded SHA-256.
 
     Raises:
-        ManifestError: no manifest, unreadable or malformed, or a listed file missing or changed;
-            one line naming the file, the problem and the fix.
+        ManifestError: no manifest, unreadable or malformed, or a listed file missing, changed or a
+            symbolic link; one line naming the file, the problem and the fix.
     """
     path = Path(models_dir) / MANIFEST_NAME
+    manifest = _load_manifest(path)
+    for name, entry in manifest["bundles"].items():
+        _check_bundle_files(Path(models_dir), name, entry, path)
+    return manifest
+
+
+def listed_metadata_path(model_path: str | os.PathLike) -> Path | None:
+    """The metadata file that the manifest beside ``model_path`` lists with it, after checking the
+    SHA-256 of both; None when that folder has no manifest or its manifest does not list the file.
+
+    Raises:
+        ManifestError: the manifest is unreadable or malformed, or the bundle's model or metadata
+            file is missing, changed or a symbolic link (the message names the file).
+    """
+    model_path = Path(model_path)
+    folder = model_path.parent
+    manifest_path = folder / MANIFEST_NAME
+    if not manifest_path.exists():
+        return None
+    manifest = _load_manifest(manifest_path)
+    for name, entry in manifest["bundles"].items():
+        if entry["model"] == model_path.name:
+            _check_bundle_files(folder, name, entry, manifest_path)
+            return folder / entry["metadata"]
+    return None
+
+
+def _load_manifest(path: Path) -> dict:
+    """The manifest in file ``path``, its structure checked (not its files); ManifestError else."""
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
@@ -84,14 +120,11 @@ def read_manifest(models_dir: str | os.PathLike) -> dict:
     except (OSError, ValueError) as error:
         raise ManifestError(f"{path}: unreadable ({error}); {MANIFEST_FIX}") from None
     _check_structure(manifest, path)
-    for name, entry in manifest["bundles"].items():
-        for file_name, expected in entry["sha256"].items():
-            _check_file(Path(models_dir) / file_name, expected, f"bundle '{name}'", path)
     return manifest
 
 
 def _check_structure(manifest: object, path: Path) -> None:
-    """ManifestError unless ``manifest`` has schema 1's keys, a listed default and safe file names."""
+    """ManifestError unless ``manifest`` has schema 1's keys, a listed default and well-formed bundles."""
     def fail(problem: str) -> ManifestError:
         return ManifestError(f"{path}: {problem}; {MANIFEST_FIX}")
 
@@ -103,16 +136,28 @@ def _check_structure(manifest: object, path: Path) -> None:
     if manifest.get("default") not in bundles:
         raise fail(f"default '{manifest.get('default')}' is not one of its bundles {sorted(bundles)}")
     for name, entry in bundles.items():
-        try:
-            listed = {entry["model"], entry["metadata"]}
-            hashed = set(entry["sha256"])
-        except (KeyError, TypeError):
-            raise fail(f"bundle '{name}' lacks 'model', 'metadata' or 'sha256'") from None
-        if listed != hashed:
-            raise fail(f"bundle '{name}': sha256 covers {sorted(hashed)}, not its files {sorted(listed)}")
-        unsafe = [file_name for file_name in listed if not is_plain_file_name(file_name)]
-        if unsafe:
-            raise fail(f"bundle '{name}': file name {unsafe[0]!r} is not a plain name in the models folder")
+        problem = _bundle_entry_problem(name, entry)
+        if problem:
+            raise fail(f"bundle '{name}': {problem}")
+
+
+def _bundle_entry_problem(name: str, entry: object) -> str | None:
+    """What is wrong with bundle ``name``'s entry (its keys, file names, SHA-256 values), or None."""
+    if not isinstance(entry, dict) or not {"model", "metadata", "sha256"} <= set(entry):
+        return "lacks 'model', 'metadata' or 'sha256'"
+    expected = {"model": f"{name}{MODEL_SUFFIX}", "metadata": f"{name}{METADATA_SUFFIX}"}
+    if not is_plain_file_name(expected["model"]):
+        return f"file name {expected['model']!r} is not a plain name in the models folder"
+    for key, file_name in expected.items():
+        if entry[key] != file_name:
+            return f"'{key}' is {entry[key]!r}, not {file_name!r} (named after the bundle)"
+    digests = entry["sha256"]
+    if not isinstance(digests, dict) or set(digests) != set(expected.values()):
+        return f"'sha256' must map exactly its files {sorted(expected.values())} to their SHA-256"
+    malformed = sorted(file_name for file_name, digest in digests.items() if not is_sha256_hex(digest))
+    if malformed:
+        return f"the SHA-256 of {malformed[0]} is not 64 lowercase hex digits"
+    return None
 
 
 def is_plain_file_name(name: object) -> bool:
@@ -121,8 +166,22 @@ def is_plain_file_name(name: object) -> bool:
         and not name.startswith(".")
 
 
+def is_sha256_hex(value: object) -> bool:
+    """True for a SHA-256 digest as written here: a string of 64 lowercase hex digits."""
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _check_bundle_files(folder: Path, name: str, entry: dict, manifest_path: Path) -> None:
+    """ManifestError unless each file of bundle ``name`` is in ``folder`` with its recorded SHA-256."""
+    for file_name, expected in entry["sha256"].items():
+        _check_file(folder / file_name, expected, f"bundle '{name}'", manifest_path)
+
+
 def _check_file(file: Path, expected: str, what: str, manifest_path: Path) -> None:
-    """ManifestError unless ``file`` exists with SHA-256 ``expected``."""
+    """ManifestError unless ``file`` is a regular file (not a symbolic link) with SHA-256 ``expected``."""
+    if file.is_symlink():
+        raise ManifestError(f"{file}: a symbolic link ({what} of {manifest_path}); a bundle file must be "
+                            f"a regular file: copy the file it points to in its place")
     if not file.is_file():
         raise ManifestError(f"{file}: missing ({what} of {manifest_path}); {MANIFEST_FIX}")
     actual = file_sha256(file)
@@ -178,8 +237,7 @@ def parse_sha256sums(text: str) -> dict[str, str]:
     digests: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         digest, _, name = line.partition("  ")
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest) \
-                or not is_plain_file_name(name) or name in digests:
+        if not is_sha256_hex(digest) or not is_plain_file_name(name) or name in digests:
             raise ValueError(f"SHA256SUMS line {number} is not '<sha256 hex>  <file name>' (once per file): {line!r}")
         digests[name] = digest
     return digests

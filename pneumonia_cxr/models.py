@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .common import IMAGE_SHAPE, WeightsUnavailableError, file_sha256
+from .manifest import listed_metadata_path
 
 CROP_SIZE = 196  # pixels: every model's first layer keeps the central 196 x 196 of its 224 x 224 input
 CROP_DESCRIPTION = (f"fixed centre crop: the central {CROP_SIZE} x {CROP_SIZE} pixels of the 224 x 224 input "
@@ -435,16 +436,24 @@ def save_model_bundle(model, directory: str | os.PathLike, metadata: dict) -> Pa
 
 
 def load_model_bundle(path: str | os.PathLike):
-    """Load a ``.keras`` model and its metadata; a bare model gets threshold 0.5 and its last Conv2D.
+    """Load a ``.keras`` model and its metadata.
+
+    A model listed in the ``manifest.json`` of its folder gets the metadata file that manifest
+    lists with it, both files checked against their SHA-256 first (:func:`listed_metadata_path`).
+    Any other model gets its ``<name>.json`` sidecar if there is one, else threshold 0.5 and its
+    last Conv2D.
 
     Raises:
         FileNotFoundError / ValueError: naming the file, when it is missing or not a suitable model
         (input (224, 224, 3), one sigmoid output).
+        ManifestError: the manifest beside it is malformed, or lists the model with a metadata or
+        model file that is missing or changed (naming the file).
     """
     keras = _keras()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Model file not found: {path}")
+    listed = listed_metadata_path(path)
     custom_layers()  # registers this project's layer classes
     try:
         model = keras.saving.load_model(path, compile=False)
@@ -454,7 +463,7 @@ def load_model_bundle(path: str | os.PathLike):
         raise ValueError(f"{path}: expected input (224, 224, 3) and one output unit, got "
                          f"{model.input_shape} -> {model.output_shape}")
     metadata = {"model_name": model.name, "threshold": 0.5, "last_conv_layer": last_conv_layer_name(model)}
-    sidecar = path.with_suffix(".json")
-    if sidecar.is_file():
+    sidecar = listed or path.with_suffix(".json")
+    if listed or sidecar.is_file():
         metadata.update(json.loads(sidecar.read_text()))
     return model, metadata

@@ -3,14 +3,17 @@
 Waits for ``GET /healthz`` (and checks it names ``--expect-model``), then sends ``--uploads``
 (default 300) uploads to ``POST /api/predict`` from ``--clients`` (default 6) threads, in rounds,
 cycling through a mix: full-size originals (the test split of the full-size sample), their 224 px
-copies, and bad files (empty, text, random bytes, truncated JPEG, an image over the pixel limit).
+copies, other formats (an RGBA PNG, a 16-bit grey PNG, a 14 MP PNG near the pixel limit) and bad
+files (empty, text, random bytes, truncated JPEG, an image over the pixel limit).
 Expects no 5xx and no dropped connection; for each X-ray HTTP 200 with a label, a probability, the
 served model and a PNG overlay, the same answer every time whichever worker answers; for each bad
 file HTTP 400 with a JSON error. With ``--container``, samples the resident memory and CPU time of
 the gunicorn processes inside it (``podman exec``) after each round, and expects the memory to level
 off (the second half of the soak may add at most ``--memory-growth-limit-mb``) and at least two
 workers to have done the work (so that identical answers mean identical across workers). Writes what it measured, with the build facts
-given on the command line, to ``--output`` (JSON); on failure prints why, writes nothing, exits 1.
+given on the command line, to ``--output`` (JSON); when an answer is wrong prints why, writes nothing,
+exits 1. The image's requirements (at most 1.5 GB, a non-root user, no compiler or pip) are recorded
+with their verdicts under ``requirements``; one not met also exits 1, after writing.
 
     python scripts/check_container.py --url http://127.0.0.1:5001 --expect-model NAME \
         --container NAME --output bench/container.json [--image NAME --image-size-bytes N ...]
@@ -45,6 +48,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_RECORDED_UPLOADS = 300
+MAX_IMAGE_BYTES = 1.5e9  # the image's size limit (1.5 GB, decimal, as podman reports sizes)
+LARGE_SIDE = 3800  # px: a square grey PNG of 14.4 MP, near the app's 16 MP limit
 # Resident memory (MB) and CPU time (s) of the container's gunicorn processes: JSON {pid: [MB, s]}.
 PROCESS_SCRIPT = """import json, os, pathlib
 found = {}
@@ -65,7 +70,7 @@ class CheckFailed(Exception):
 
 @dataclass(frozen=True)
 class Upload:
-    """One file of the mix: its kind ("full-size", "224 px", "bad file"), name and bytes."""
+    """One file of the mix: its kind ("full-size", "224 px", "other format", "bad file"), name and bytes."""
 
     kind: str
     name: str
@@ -86,6 +91,22 @@ def xray_uploads(root: Path) -> list[Upload]:
                 uploads.append(Upload(kind, "/".join(path.parts[-4:]), path.read_bytes()))
     if not uploads:
         raise CheckFailed(f"No X-ray found in {root}/chest_xray_fullsize_sample/test/*/ (set CHEST_XRAY_DATA_ROOT)")
+    return uploads
+
+
+def other_format_uploads(jpeg: bytes) -> list[Upload]:
+    """Valid uploads the app must answer with HTTP 200, made from one X-ray: an RGBA PNG, a 16-bit
+    grey PNG (content 1000-3000 of 65535), and a smooth grey PNG of ``LARGE_SIDE`` squared pixels,
+    near the pixel limit (so the soak also draws the largest overlays the app accepts)."""
+    with Image.open(io.BytesIO(jpeg)) as image:
+        grey = image.convert("L")
+    uploads = []
+    for name, picture in (("RGBA PNG", grey.convert("RGBA")),
+                          ("16-bit grey PNG", grey.point(lambda v: 1000 + 8 * v, mode="I").convert("I;16")),
+                          (f"{LARGE_SIDE} px PNG", grey.resize((LARGE_SIDE, LARGE_SIDE)))):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        uploads.append(Upload("other format", name, buffer.getvalue()))
     return uploads
 
 
@@ -166,7 +187,8 @@ def gunicorn_processes(container: str) -> dict[str, list[float]]:
 def soak(args: argparse.Namespace, url: str, model: str) -> dict:
     """Send the uploads in rounds; returns the per-kind results, answers and memory samples."""
     xrays = xray_uploads(data_root())
-    mix = xrays + bad_uploads(next(u.data for u in xrays if u.kind == "full-size"))
+    first = next(u.data for u in xrays if u.kind == "full-size")
+    mix = xrays + other_format_uploads(first) + bad_uploads(first)
     uploads = [mix[i % len(mix)] for i in range(args.uploads)]
     random.Random(0).shuffle(uploads)
     round_size = args.clients * 10
@@ -214,7 +236,7 @@ def memory_summary(samples: list[dict], limit_mb: float) -> dict:
 def by_kind(results: list) -> dict:
     """Uploads, HTTP statuses and latency (p50, p95, ms) per kind of upload."""
     summary = {}
-    for kind in ("full-size", "224 px", "bad file"):
+    for kind in ("full-size", "224 px", "other format", "bad file"):
         rows = [(status, seconds) for upload, (status, _, seconds) in results if upload.kind == kind]
         latencies = sorted(seconds * 1000 for _, seconds in rows)
         statuses = defaultdict(int)
@@ -250,6 +272,16 @@ def check(args: argparse.Namespace) -> dict:
                  "worker_memory": memory_summary(outcome["memory"], args.memory_growth_limit_mb)
                  if outcome["memory"] else None},
     }
+
+
+def image_requirements(outcome: dict, max_bytes: float = MAX_IMAGE_BYTES) -> dict[str, dict]:
+    """The image's own requirements, each with the figure it was judged on and whether it is met:
+    size at most ``max_bytes``, a non-root user, no compiler or pip (from ``image_facts``)."""
+    size, facts = outcome.get("image_size_bytes"), outcome.get("image_facts") or {}
+    user, tools = facts.get("user"), facts.get("compilers_or_pip")
+    return {f"image size <= {max_bytes / 1e9:.1f} GB": {"measured": size, "met": size is not None and size <= max_bytes},
+            "runs as a non-root user": {"measured": user, "met": user is not None and user != 0},
+            "no compiler or pip in the image": {"measured": tools, "met": tools == []}}
 
 
 def one_xray(results: list) -> dict:
@@ -300,10 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckFailed, OSError) as error:
         print(f"check_container: FAILED: {error}", file=sys.stderr)
         return 1
+    outcome["requirements"] = image_requirements(outcome)
     text = json.dumps(outcome, indent=2) + "\n"
     print(text, end="")
     if args.output:
         args.output.write_text(text)
+    unmet = [name for name, verdict in outcome["requirements"].items() if not verdict["met"]]
+    if unmet:
+        print(f"check_container: FAILED: requirement(s) not met, recorded in the output: {'; '.join(unmet)}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,16 +1,23 @@
-"""Fetch a model archive (made by scripts/pack_models.py) from a URL or a file, check it, and unpack
-it into ``models/``: the app can then run without training first.
+"""Fetch a model archive (made by scripts/pack_models.py) from a URL or a file, check it, and install
+it as ``models/``: the app can then run without training first.
 
-    .venv/bin/python scripts/fetch_models.py https://github.com/OWNER/REPO/releases/download/TAG/models-....tar.gz
-    .venv/bin/python scripts/fetch_models.py build/models-20261130T120000Z.tar.gz [--models-dir models] [--force]
+    .venv/bin/python scripts/fetch_models.py https://github.com/OWNER/REPO/releases/download/TAG/models-....tar.gz --sha256 HEX
+    .venv/bin/python scripts/fetch_models.py build/models-20261130T120000Z.tar.gz [--models-dir models] [--force] [--max-bytes N]
 
-Everything is checked before ``models/`` is touched: the archive may hold only plain files at its
-top level (no folders, links, absolute paths or ``..``: path traversal is refused), every file must
-match its line of ``SHA256SUMS`` and every bundle file the SHA-256 in ``manifest.json``. The files
-are unpacked into a hidden folder inside ``models/`` and moved into place one rename each, the
-manifest last: a failure before that leaves ``models/`` as it was, and the app trusts a bundle only
-once the new manifest names it. A file of ``models/`` that would be replaced by different content
-is refused unless ``--force`` is given. Exit status 1 with the reason on failure.
+Everything is checked before ``models/`` is touched. The archive may be at most ``--max-bytes``
+bytes (default 2 GiB), and so may its unpacked files together; ``--sha256 HEX`` pins the archive
+itself (its SHA-256 must be HEX: ``SHA256SUMS`` travels inside the archive, so it shows integrity,
+not origin). It may hold only plain files at its top level (no folders, links, absolute paths or
+``..``: path traversal is refused), every file must match its line of ``SHA256SUMS`` and every
+bundle file the SHA-256 in ``manifest.json``.
+
+The new folder is built complete in a hidden work folder beside ``models/``
+(``.models.fetch-XXXX/``), then swapped in by renames: the old ``models/`` moved aside, the new
+one renamed to ``models/``, the old one removed. So ``models/`` ends up holding exactly the
+archive's bundles and manifest (plus its own ``README.md``, carried over), and a failure before the
+swap leaves it as it was. A ``models/`` holding anything the swap would change or remove (another
+run's bundles, stray files) is refused unless ``--force`` is given. Exit status 1 with the reason
+on failure.
 """
 from __future__ import annotations
 
@@ -34,70 +41,119 @@ from pneumonia_cxr.manifest import (  # noqa: E402
     SUMS_NAME,
     ManifestError,
     is_plain_file_name,
+    is_sha256_hex,
     manifest_sha256,
     parse_sha256sums,
     read_manifest,
 )
 
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download is given up
+DEFAULT_MAX_BYTES = 2 * 1024 ** 3  # cap on the archive's size and on its unpacked size (2 GiB)
+KEPT_NAMES = ("README.md",)  # files of models/ carried into the new folder: its documentation, tracked by git
 
 
 class FetchError(Exception):
     """The archive could not be had, or is not a valid model archive; the message says why."""
 
 
-def fetch(source: str, models_dir: Path, force: bool = False) -> dict:
-    """Fetch ``source`` (http(s) URL or file), check it and unpack it into ``models_dir``; returns
-    the manifest it installed.
+def work_prefix(models_dir: Path) -> str:
+    """Name prefix of fetch's work folder, made beside ``models_dir`` (``.models.fetch-``)."""
+    return f".{models_dir.name}.fetch-"
+
+
+def fetch(source: str, models_dir: Path, force: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
+          archive_sha256: str | None = None) -> dict:
+    """Fetch ``source`` (http(s) URL or file), check it and install it as ``models_dir`` (see the
+    module docstring); returns the manifest it installed.
 
     Raises:
-        FetchError: download failed, unsafe or incomplete archive, checksum mismatch, or a file of
-            ``models_dir`` that would change (without ``force``).
+        FetchError: download failed, archive over ``max_bytes`` (packed or unpacked) or not
+            ``archive_sha256``, unsafe or incomplete archive, checksum mismatch, or a
+            ``models_dir`` whose files would change or go (without ``force``).
+        OSError: a file-system error (the message names the path).
     """
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=models_dir) as staging:
-        staging = Path(staging)
-        archive = _local_copy(source, staging / "archive")
-        unpacked = staging / "unpacked"
-        unpacked.mkdir()
-        names = _unpack(archive, unpacked)
-        manifest = _verify(unpacked, names)
-        _refuse_changes(unpacked, models_dir, names, force)
-        for name in sorted(names - {SUMS_NAME, MANIFEST_NAME}) + [MANIFEST_NAME]:  # the manifest last
-            os.replace(unpacked / name, models_dir / name)
+    models_dir = Path(models_dir)
+    if models_dir.is_symlink():
+        raise FetchError(f"{models_dir} is a symbolic link: give the folder it points to as --models-dir")
+    models_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=work_prefix(models_dir), dir=models_dir.parent) as work:
+        work = Path(work)
+        archive = _local_copy(source, work / "archive", max_bytes)
+        _check_pin(archive, source, archive_sha256)
+        staging = work / "models"
+        staging.mkdir()
+        manifest = _verify(staging, _unpack(archive, staging, max_bytes))
+        (staging / SUMS_NAME).unlink()
+        _carry_over(models_dir, staging)
+        _refuse_changes(staging, models_dir, force)
+        _swap(staging, models_dir, work / "previous")
     return manifest
 
 
-def _local_copy(source: str, target: Path) -> Path:
-    """``source`` itself when it is a file, else its download (http or https) to ``target``."""
+def _local_copy(source: str, target: Path, max_bytes: int) -> Path:
+    """``source`` itself when it is a file, else its download (http or https) to ``target``; of at
+    most ``max_bytes`` bytes."""
     scheme = urllib.parse.urlparse(source).scheme
-    if scheme not in ("http", "https"):
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise FetchError(f"{source}: no such file (give a file or an http(s) URL)")
-        return path
+    if scheme in ("http", "https"):
+        _download(source, target, max_bytes)
+        return target
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise FetchError(f"{source}: no such file (give a file or an http(s) URL)")
+    _check_size(path.stat().st_size, max_bytes, source)
+    return path
+
+
+def _download(url: str, target: Path, max_bytes: int) -> None:
+    """Write ``url``'s body to ``target``; FetchError when it fails or exceeds ``max_bytes``."""
     try:
-        with urllib.request.urlopen(source, timeout=DOWNLOAD_TIMEOUT) as response, open(target, "wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, open(target, "wb") as out:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit():
+                _check_size(int(length), max_bytes, url)
+            copied = 0
+            while chunk := response.read(1 << 20):
+                copied += len(chunk)
+                _check_size(copied, max_bytes, url)
+                out.write(chunk)
     except (urllib.error.URLError, OSError) as error:
-        raise FetchError(f"{source}: download failed ({error})") from None
-    return target
+        raise FetchError(f"{url}: download failed ({error})") from None
 
 
-def _unpack(archive: Path, folder: Path) -> set[str]:
+def _check_size(size: int, max_bytes: int, what: str) -> None:
+    """FetchError when ``size`` exceeds ``max_bytes``."""
+    if size > max_bytes:
+        raise FetchError(f"{what}: more than {max_bytes} bytes (--max-bytes); refused "
+                         f"(raise --max-bytes if the archive is genuine)")
+
+
+def _check_pin(archive: Path, source: str, expected: str | None) -> None:
+    """FetchError unless ``archive``'s SHA-256 is ``expected`` (no check when None)."""
+    if expected is None:
+        return
+    actual = file_sha256(archive)
+    if actual != expected.lower():
+        raise FetchError(f"{source}: SHA-256 {actual} is not the pinned {expected.lower()} (--sha256); refused")
+
+
+def _unpack(archive: Path, folder: Path, max_bytes: int) -> set[str]:
     """Write each member of the tar archive into ``folder``; returns their names.
 
     Raises:
-        FetchError: not a tar archive, or a member that is not a plain top-level file (a folder, a
-            link, a device, an absolute path, a path with '..') or that repeats.
+        FetchError: not a tar archive, a member that is not a plain top-level file (a folder, a
+            link, a device, an absolute path, a path with '..') or that repeats, or members of more
+            than ``max_bytes`` bytes together.
     """
     names: set[str] = set()
+    total = 0
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
                 if not member.isreg() or not is_plain_file_name(member.name) or member.name in names:
                     raise FetchError(f"{archive.name}: refused member {member.name!r}: a model archive holds "
                                      f"only plain files at its top level, each once")
+                total += member.size
+                _check_size(total, max_bytes, f"{archive.name} unpacked")
                 with tar.extractfile(member) as data, open(folder / member.name, "wb") as out:
                     shutil.copyfileobj(data, out, 1 << 20)
                 names.add(member.name)
@@ -134,14 +190,56 @@ def _verify(folder: Path, names: set[str]) -> dict:
     return manifest
 
 
-def _refuse_changes(unpacked: Path, models_dir: Path, names: set[str], force: bool) -> None:
-    """FetchError naming the files of ``models_dir`` that the archive would replace with different
-    content, unless ``force``."""
-    changed = sorted(name for name in names - {SUMS_NAME} if (models_dir / name).is_file()
-                     and file_sha256(models_dir / name) != file_sha256(unpacked / name))
-    if changed and not force:
-        raise FetchError(f"{models_dir} already holds different {', '.join(changed)} (another run's models?): "
-                         f"move them away or pass --force to replace them")
+def _carry_over(models_dir: Path, staging: Path) -> None:
+    """Copy the ``KEPT_NAMES`` files of ``models_dir`` (if there) into ``staging``."""
+    for name in KEPT_NAMES:
+        kept = models_dir / name
+        if kept.is_file() and not kept.is_symlink():
+            shutil.copy2(kept, staging / name)
+
+
+def _refuse_changes(staging: Path, models_dir: Path, force: bool) -> None:
+    """FetchError naming the entries of ``models_dir`` that swapping in ``staging`` would change or
+    remove, unless ``force``."""
+    if force or not models_dir.exists():
+        return
+    lost = sorted(entry.name for entry in models_dir.iterdir() if not _same_file(entry, staging / entry.name))
+    if lost:
+        raise FetchError(f"{models_dir} holds {', '.join(lost)}, which the fetched folder would change or remove "
+                         f"(another run's models?): move them away or pass --force to replace the whole folder")
+
+
+def _same_file(old: Path, new: Path) -> bool:
+    """True when ``old`` is a regular file with the same bytes as the file ``new``."""
+    return old.is_file() and not old.is_symlink() and new.is_file() and file_sha256(old) == file_sha256(new)
+
+
+def _swap(staging: Path, models_dir: Path, aside: Path) -> None:
+    """Rename ``staging`` to ``models_dir``, moving the old ``models_dir`` (if any) to ``aside``
+    first, and back if the second rename fails."""
+    had_old = models_dir.exists()
+    if had_old:
+        os.rename(models_dir, aside)
+    try:
+        os.rename(staging, models_dir)
+    except OSError:
+        if had_old:
+            os.rename(aside, models_dir)
+        raise
+
+
+def _positive_int(text: str) -> int:
+    """``text`` as a positive whole number (argparse type)."""
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive whole number of bytes: {text!r}")
+    return int(text)
+
+
+def _sha256_hex(text: str) -> str:
+    """``text`` as a lowercase SHA-256 hex digest (argparse type)."""
+    if not is_sha256_hex(text.lower()):
+        raise argparse.ArgumentTypeError(f"not a SHA-256 (64 hex digits): {text!r}")
+    return text.lower()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,11 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="http(s) URL or path of a model archive made by scripts/pack_models.py")
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models",
                         help="folder to unpack into (default: models/)")
-    parser.add_argument("--force", action="store_true", help="replace files of the models folder that differ")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the models folder even if files of it would change or go")
+    parser.add_argument("--max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES, metavar="N",
+                        help="refuse an archive, or its unpacked files, of more than N bytes (default: 2 GiB)")
+    parser.add_argument("--sha256", type=_sha256_hex, metavar="HEX",
+                        help="the archive's own SHA-256 (as published with the release): refuse any other")
     args = parser.parse_args(argv)
     try:
-        manifest = fetch(args.source, args.models_dir, args.force)
-    except FetchError as error:
+        manifest = fetch(args.source, args.models_dir, args.force, args.max_bytes, args.sha256)
+    except (FetchError, OSError) as error:
         print(f"fetch_models: error: {error}", file=sys.stderr)
         return 1
     print(f"{args.models_dir}: bundles {', '.join(manifest['bundles'])}; the app serves "

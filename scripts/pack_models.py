@@ -1,7 +1,7 @@
 """Pack a training run's model bundles into one archive, ready to attach to a release.
 
 Reads ``models/manifest.json`` (written by model_deep_learning.ipynb), checks every file it lists
-against its SHA-256, and writes a gzip'd tar holding, flat: the bundles (``<name>.keras`` and
+against its SHA-256 (a symbolic link is refused: bundle files must be regular files), and writes a gzip'd tar holding, flat: the bundles (``<name>.keras`` and
 ``<name>.json``), their ``manifest.json`` and ``SHA256SUMS`` (``sha256sum -c SHA256SUMS`` checks an
 unpacked copy). ``scripts/fetch_models.py`` unpacks it into ``models/``. Files in ``models/`` that
 the manifest does not list are left out.
@@ -38,7 +38,6 @@ from pneumonia_cxr.manifest import (  # noqa: E402
 )
 
 
-
 def pack(models_dir: Path, output: Path | None = None, bundles: list[str] | None = None) -> tuple[Path, dict]:
     """Write the archive of ``models_dir``'s manifest (restricted to ``bundles`` if given) to
     ``output`` (default :func:`default_output`), through a temporary file, so that a failed run
@@ -58,7 +57,7 @@ def pack(models_dir: Path, output: Path | None = None, bundles: list[str] | None
     try:
         with tarfile.open(partial, "w:gz") as archive:
             for name in sorted(manifest_sha256(manifest)):
-                archive.add(models_dir / name, arcname=name, filter=_anonymous)
+                _add_file(archive, models_dir / name, name)
             _add_bytes(archive, MANIFEST_NAME, manifest_bytes)
             _add_bytes(archive, SUMS_NAME, sha256sums_text(digests).encode())
         os.replace(partial, output)
@@ -76,9 +75,21 @@ def _anonymous(member: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add ``data`` as the regular file ``name``."""
     member = _anonymous(tarfile.TarInfo(name))
     member.size = len(data)
     archive.addfile(member, io.BytesIO(data))
+
+
+def _add_file(archive: tarfile.TarFile, path: Path, name: str) -> None:
+    """Add the file ``path`` as the regular file ``name``: never as a link (a symbolic link is
+    refused with OSError; a hard link's second name is stored as a copy, not as a link member,
+    which scripts/fetch_models.py would refuse)."""
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+        status = os.fstat(handle.fileno())
+        member = _anonymous(tarfile.TarInfo(name))
+        member.size, member.mtime = status.st_size, int(status.st_mtime)
+        archive.addfile(member, handle)
 
 
 def default_output(manifest: dict) -> Path:

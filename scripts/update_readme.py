@@ -187,22 +187,13 @@ def cost_section(bench: dict) -> str:
     """What the main command costs: time on the measured machine (full run from empty caches, quick
     mode) and the download, from bench/results.json."""
     full, quick = bench.get("reproduction_wall_time"), bench.get("reproduction_quick_wall_time")
-    reduced = bench.get("reproduction_wall_time_reduced")
     parts = []
-    if reduced:  # the run behind the committed results, at the size this machine allowed
-        machine = reduced.get("machine", {})
-        parts.append(f"The committed results took {reduced['ours'] / 60:.0f} min on {machine.get('cores', '?')} CPU "
-                     f"cores ({machine.get('cpu', 'CPU not recorded')}, no GPU, no native bfloat16): "
-                     f"{reduced.get('scope', 'the three notebooks')}.")
-        if full:
-            parts.append(f"An earlier full run (3 seeds per family, HED-VGG16 included, empty caches) took "
-                         f"{full['ours'] / 60:.0f} min on a CPU with native bfloat16.")
-    elif full:
+    if full:
         machine = full.get("machine", {})
         scope = f"; it trained {full['model']}" if full.get("model") else ""
         parts.append(f"The full run took {full['ours'] / 60:.0f} min on {machine.get('cores', '?')} CPU cores "
-                     f"({machine.get('cpu', 'CPU not recorded')}, no GPU) from empty caches, with the data "
-                     f"already on disk{scope}.")
+                     f"({machine.get('cpu', 'CPU not recorded')}, no GPU) from {full.get('caches', 'unrecorded')} "
+                     f"caches, with the data already on disk{scope}.")
     if quick:
         parts.append(f"Quick mode took {quick['ours'] / 60:.1f} min.")
     parts.append(f"The data download is about {KAGGLE_DOWNLOAD_GB} GB.")
@@ -606,6 +597,21 @@ def container_section(report: dict) -> str:
     if isinstance(soak, dict) and soak:
         parts.append("soak: " + ", ".join(f"{F.readable_column(k)} {v}" for k, v in soak.items()
                                           if isinstance(v, (str, int, float, bool))))
+        kinds = [f"{kind} {summary['uploads']} (HTTP " + ", ".join(f"{code} x {n}" for code, n in summary["http_status"].items())
+                 + (f", p50 {summary['latency_ms_p50'] / 1000:.2f} s" if summary.get("latency_ms_p50") is not None else "") + ")"
+                 for kind, summary in (soak.get("by_kind") or {}).items() if summary.get("uploads")]
+        if kinds:
+            parts.append("uploads by kind: " + ", ".join(kinds))
+        memory = soak.get("worker_memory") or {}
+        if "second_half_growth_mb" in memory:
+            parts.append(f"gunicorn memory {memory['total_rss_mb'][0]:.0f} MB after the first round, "
+                         f"{memory['total_rss_mb'][-1]:.0f} MB at the end, +{memory['second_half_growth_mb']:.0f} MB over "
+                         f"the second half (limit {memory['second_half_growth_limit_mb']:.0f} MB), "
+                         f"{memory['processes_that_answered']} workers answered")
+    requirements = report.get("requirements") or {}
+    if requirements:
+        parts.append("requirements: " + ", ".join(f"{name} {'met' if v['met'] else 'NOT MET'} ({v['measured']})"
+                                                   for name, v in requirements.items()))
     if report.get("image_healthcheck"):
         parts.append(str(report["image_healthcheck"]))
     return wrap("; ".join(parts[:1]) + ": " + "; ".join(parts[1:]) + "." if len(parts) > 1 else parts[0] + ".")

@@ -228,17 +228,24 @@ BAD_INPUTS = {
 }
 
 
-def dds_with_unknown_pixel_format() -> bytes:
-    """A DDS file whose pixel-format flags are 0: Pillow raises NotImplementedError on it."""
-    data = bytearray(encode(Image.new("RGB", (8, 8)), "DDS"))
-    data[80:84] = b"\x00\x00\x00\x00"
-    return bytes(data)
+def ico_holding_png(stated_side: int, png: bytes) -> bytes:
+    """An ICO whose one entry states stated_side x stated_side pixels and holds ``png``, whatever its size."""
+    entry = struct.pack("<BBBBHHII", stated_side, stated_side, 0, 0, 1, 32, len(png), 6 + 16)
+    return struct.pack("<HHH", 0, 1, 1) + entry + png
 
 
+OTHER_FORMAT = ("not an image of an accepted format", "PNG, JPEG, TIFF, BMP, GIF, WEBP")
 BAD_INPUTS = {
     **BAD_INPUTS,
     "PNG declaring 4001 x 4000 pixels (just over the limit)": (png_declaring(4001, 4000), 400, ("too large", "16 megapixels")),
-    "DDS of an unknown pixel format": (dds_with_unknown_pixel_format(), 400, ("unsupported", "NotImplementedError")),
+    "DDS": (encode(Image.new("RGB", (8, 8)), "DDS"), 400, OTHER_FORMAT),
+    "ICO": (encode(Image.new("RGB", (32, 32)), "ICO"), 400, OTHER_FORMAT),
+    "ICO stating 16 x 16 pixels, holding a 640 x 480 PNG": (
+        ico_holding_png(16, encode(Image.new("L", (640, 480)))), 400, OTHER_FORMAT),
+    "PNG of 20000 x 1 pixels (too elongated)": (
+        encode(Image.new("L", (20_000, 1))), 400, ("too elongated", "20000x1", "20,000.0", "at most 8")),
+    "PNG declaring 1 x 16000000 pixels, no pixel data (refused from the header)": (
+        png_declaring(1, 16_000_000), 400, ("too elongated", "1x16000000", "at most 8")),
 }
 
 
@@ -283,7 +290,8 @@ except fgc.ImageDecodeError as error:
 
 @pytest.mark.parametrize("error", [struct.error("unpack requires a buffer of 4 bytes"), EOFError(),
                                    OSError("broken data stream"), ValueError("tile cannot extend outside image"),
-                                   IndexError("index out of range"), SyntaxError("not a TIFF file")])
+                                   IndexError("index out of range"), SyntaxError("not a TIFF file"),
+                                   NotImplementedError("Unknown pixel format")])
 def test_any_decoder_failure_is_400_never_500(client, jpeg_bytes, monkeypatch, error):
     """Whatever Pillow raises while decoding the upload's bytes is a 400 naming the problem."""
     from PIL import ImageFile
@@ -351,9 +359,10 @@ def image_kinds(xray: Image.Image) -> dict[str, bytes]:
 
 
 def twelve_bit_content(xray: Image.Image) -> np.ndarray:
-    """uint16 (H, W) with 12-bit content (0..4080), as many X-ray detectors give: the X-ray's grey
-    levels stretched to 0..255 (autocontrast), times 16."""
-    return np.asarray(ImageOps.autocontrast(xray), np.uint16) * 16
+    """uint16 (H, W) with 12-bit content (1000..3040), as many X-ray detectors give: the X-ray's grey
+    levels stretched to 0..255 (autocontrast), times 8, plus 1000. Only scaling by the actual range
+    (min -> 0, max -> 255) gives back the 8-bit image; dividing by the maximum does not."""
+    return np.asarray(ImageOps.autocontrast(xray), np.uint16) * 8 + 1000
 
 
 def _exif_rotation(orientation: int) -> bytes:
@@ -368,7 +377,7 @@ def test_every_image_kind_is_accepted(client, xray):
         # the client's file name and type are ignored: everything is sent as "scan.txt"
         size = (260, 300) if name == "EXIF-rotated JPEG" else (300, 260)
         assert_prediction(post(client, data, filename="scan.txt"), size=size)
-    # 16- and 32-bit images are scaled by their actual range: 12-bit content is the 8-bit image
+    # 16- and 32-bit images are scaled by their actual range: 1000..3040 content is the 8-bit image
     eight_bit = post(client, encode(ImageOps.autocontrast(xray))).get_json()
     for name in ("16-bit grayscale PNG", "16-bit TIFF", "32-bit integer TIFF"):
         assert post(client, kinds[name]).get_json()["probability"] == eight_bit["probability"], name
@@ -454,6 +463,28 @@ def test_uploads_stay_in_memory(client, xray, monkeypatch):
     data = encode(Image.fromarray(noisy))
     assert len(data) > 2 * 2 ** 20
     assert_prediction(post(client, data), size=(800, 900))
+
+
+def test_upload_reaches_the_decoder_without_a_copy(app, client, xray, monkeypatch):
+    """The bytes decoded are the in-memory stream's own buffer, not a copy of it (``read()`` makes
+    one: up to MAX_UPLOAD_MB more per request, outside the image slots)."""
+    streams, same_buffer = [], []
+
+    def stream(self, *args, **kwargs):
+        streams.append(io.BytesIO())
+        return streams[-1]
+
+    predictor = app.extensions["predictor"]
+    predict = predictor.predict
+
+    def checked_predict(data, source="upload"):
+        same_buffer.append(data is streams[-1].getvalue())
+        return predict(data, source)
+
+    monkeypatch.setattr(app_package.InMemoryRequest, "_get_file_stream", stream)
+    monkeypatch.setattr(predictor, "predict", checked_predict)
+    assert_prediction(post(client, encode(xray)))
+    assert same_buffer == [True]
 
 
 # ----------------------------------------------------------------------------------------------

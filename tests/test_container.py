@@ -168,3 +168,16 @@ def test_image_runs_as_non_root_without_build_tools():
     assert "COPY --from=venv /opt/venv /opt/venv" in final_stage
     assert "apt-get" not in final_stage and "pip install" not in final_stage, \
         "build tools (apt packages, pip) belong to the venv stage, not the image"
+
+
+def test_container_check_judges_the_image_requirements_on_its_facts():
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import check_container
+
+    lean = {"image_size_bytes": 1_300_000_000, "image_facts": {"user": 10001, "compilers_or_pip": []}}
+    assert all(v["met"] for v in check_container.image_requirements(lean).values())
+    heavy = {"image_size_bytes": 2_433_958_211, "image_facts": {"user": 0, "compilers_or_pip": ["pip"]}}
+    verdicts = check_container.image_requirements(heavy)
+    assert not any(v["met"] for v in verdicts.values())
+    assert verdicts["image size <= 1.5 GB"]["measured"] == 2_433_958_211
+    assert not any(v["met"] for v in check_container.image_requirements({}).values())  # unknown is not met

@@ -5,7 +5,9 @@ import io
 import shutil
 import struct
 import warnings
+import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -357,6 +359,68 @@ def test_decode_refuses_more_than_max_image_pixels_naming_the_limit(fgc):
     side = int(fgc.MAX_IMAGE_PIXELS ** 0.5) + 1
     with pytest.raises(fgc.ImageDecodeError, match=rf"{side}x{side}.*at most 16 megapixels"):
         fgc.decode_image_bytes(_encode(Image.new("L", (side, side)), "PNG"), source="big.png")
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG declaring width x height grey pixels and holding none (decoding it fails)."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def test_decode_refuses_elongated_images_from_the_header(fgc):
+    """1 x 16,000,000 is within the pixel cap, but resizing it would take ~43 GB: refused from the
+    header (the PNG holds no pixels, so a check after decoding would report it corrupt instead)."""
+    with pytest.raises(fgc.ImageDecodeError, match=r"thin.png: image too elongated \(1x16000000: long side / "
+                                                   r"short side = 16,000,000.0; at most 8 is accepted"):
+        fgc.decode_image_bytes(_png_header_only(1, 16_000_000), source="thin.png")
+
+
+def test_decode_accepts_aspect_ratio_up_to_the_limit(fgc):
+    assert fgc.MAX_ASPECT_RATIO == 8
+    assert fgc.decode_image_bytes(_encode(Image.new("L", (80, 10)), "PNG")).shape == (10, 80, 3)
+    assert fgc.decode_image_bytes(_encode(Image.new("L", (10, 80)), "PNG")).shape == (80, 10, 3)
+    with pytest.raises(fgc.ImageDecodeError, match=r"81x10: long side / short side = 8.1; at most 8"):
+        fgc.decode_image_bytes(_encode(Image.new("L", (81, 10)), "PNG"))
+
+
+def test_decode_refuses_ico_holding_a_larger_image(fgc):
+    """Pillow decodes an ICO's embedded PNG while opening it, whatever size the ICO states: only
+    the formats of UPLOAD_FORMATS are opened at all."""
+    png = _encode(Image.new("L", (640, 480)), "PNG")
+    ico = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 22) + png
+    with pytest.raises(fgc.ImageDecodeError, match=r"icon: not an image of an accepted format .*"
+                                                   r"accepted: PNG, JPEG, TIFF, BMP, GIF, WEBP"):
+        fgc.decode_image_bytes(ico, source="icon")
+
+
+def test_decode_rechecks_the_size_after_decoding(fgc, monkeypatch):
+    """A decoder that finds more pixels than the header stated is caught after load()."""
+    from PIL import ImageFile
+
+    load = ImageFile.ImageFile.load
+
+    def load_growing(self):
+        pixels = load(self)
+        self._size = (4001, 4000)
+        return pixels
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load_growing)
+    with pytest.raises(fgc.ImageDecodeError, match=r"4001x4000.*at most 16 megapixels"):
+        fgc.decode_image_bytes(_encode(Image.new("L", (40, 30)), "PNG"))
+
+
+def test_decode_changes_no_warning_filters(fgc, monkeypatch):
+    """warnings.catch_warnings is not thread-safe (the app decodes in several threads): not used."""
+    import pneumonia_cxr.data
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("warnings.catch_warnings used while decoding")
+
+    monkeypatch.setattr(pneumonia_cxr.data, "warnings", SimpleNamespace(catch_warnings=refuse))
+    assert fgc.decode_image_bytes(jpeg_bytes(4)).shape == (32, 40, 3)
 
 
 def test_load_image_for_model_shrinks_only_the_shown_copy(fgc):
