@@ -442,6 +442,14 @@ def model_findings(metrics: dict) -> str:
     return "\n".join(lines) if lines else "- No model was scored on the test set in this run."
 
 
+def _mean_over_seeds(spread: Mapping, metric: str) -> str:
+    """``0.820 ± 0.010 over 3 seeds``, or ``0.821 (1 seed: no spread)`` where there is no spread."""
+    n, sd = spread.get("n_seeds"), spread.get(f"{metric}_sd")
+    if n == 1 or sd is None or (isinstance(sd, float) and np.isnan(sd)):
+        return f"{spread[f'{metric}_mean']:.3f} ({n if n is not None else '?'} seed{'' if n == 1 else 's'}: no spread)"
+    return f"{spread[f'{metric}_mean']:.3f} ± {sd:.3f} over {n} seeds"
+
+
 def target_verdicts(metrics: dict) -> list[dict]:
     """The project's targets (``TARGETS``), each with ``target`` (in words), ``met`` (bool) and
     ``measured`` (the figure it was judged on), computed from ``metrics``. The "best family" targets
@@ -466,8 +474,7 @@ def target_verdicts(metrics: dict) -> list[dict]:
     if "accuracy_mean" in spread:
         out.append({"target": f"scratch CNN mean accuracy over seeds ≥ {TARGETS['scratch_mean_accuracy']:g}",
                     "met": bool(spread["accuracy_mean"] >= TARGETS["scratch_mean_accuracy"]),
-                    "measured": f"{spread['accuracy_mean']:.3f} ± {spread.get('accuracy_sd', float('nan')):.3f}"
-                                f" over {spread.get('n_seeds', '?')} seeds"})
+                    "measured": _mean_over_seeds(spread, "accuracy")})
     ensemble = metrics.get("models", {}).get("ensemble")
     if ensemble is not None:
         scored = scored_models(metrics)

@@ -175,7 +175,7 @@ def test_targets_are_judged_from_the_numbers(update_readme, metrics):
     assert "best family sensitivity ≥ 0.95: **met**" in text
     assert "scratch CNN mean accuracy over seeds ≥ 0.85: **not met** (0.820" in text
     assert "or dropped: **not met**" in text and "≥ 3 seeds per family that runs: **met**" in text
-    assert "Not run, so not judged: VGG-Face transfer (weights unavailable)" in text
+    assert "Not run, so not judged: VGG-Face transfer, weights unavailable." in text
     better = copy.deepcopy(metrics)
     better["models"]["xception_imagenet_transfer"]["test"] = _test(0.93, 0.98, 0.96, 0.86)
     better["models"]["ensemble"] = {"status": "dropped: one family won on validation"}
