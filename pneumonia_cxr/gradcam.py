@@ -689,10 +689,11 @@ def bootstrap_interval(values: Sequence[float], statistic=np.mean, n_resamples: 
     return float(statistic(values)), float(interval.low), float(interval.high)
 
 
-def enough_images(n: int, alpha: float = ALPHA) -> bool:
-    """Whether a one-sided sign test over n images can reach significance at all (0.5 ** n < alpha:
-    n >= 5 at 0.05); fewer give the verdict "too few images"."""
-    return 0.5 ** n < alpha
+def enough_images(n: int, alpha: float = ALPHA, tests: int = 1) -> bool:
+    """Whether a one-sided sign test over n images can reach significance at all once Holm-adjusted
+    over ``tests`` tests: its smallest p-value, 0.5 ** n, times ``tests`` is below ``alpha`` (one test:
+    n >= 5 at 0.05; 8 tests: n >= 8). Fewer images give the verdict "too few images"."""
+    return tests * 0.5 ** n < alpha
 
 
 def faithfulness_label(deletion: bool, insertion: bool) -> str:
@@ -746,9 +747,10 @@ def summarise_gradcam_checks(per_image: pd.DataFrame, settings: CurveSettings = 
     Verdict rules (one-sided sign tests over the images of a row, ties and empty maps counting against
     the map, each p-value Holm-adjusted over the "all" rows' tests of its kind: ``*_p_holm``; the "correct" and
     "wrong" subsets are descriptive only, with no p_holm and the verdict "descriptive (subset)"; deletion and
-    insertion over the row's images with curves, ``n_curve_images``; fewer than 5 images give "too
-    few images" and no test). A failed test means no evidence of the property, not evidence against
-    it: with few images even a map that wins on most of them stays "not faithful" after the correction:
+    insertion over the row's images with curves, ``n_curve_images``; where even a win on every image
+    could not pass after Holm's correction over its family (:func:`enough_images`: 8 faithfulness
+    tests need at least 8 images with curves), the verdict is "too few images". A failed test means
+    no evidence of the property, not evidence against it:
 
     - deletion passes when the map's deletion area is below its shifted baseline's in significantly
       more than half the images, **and** the 95% bootstrap interval of the paired mean difference
@@ -790,17 +792,19 @@ def _verdicts(table: pd.DataFrame, alpha: float) -> dict[str, list[str]]:
     verdicts = {"faithfulness_verdict": [], "faithfulness_verdict_old_rule": [], "sanity_verdict": [],
                 "border_verdict": []}
     few = "too few images"
+    tested = table["subset"] == "all"
+    faithfulness_tests = 2 * int(tested.sum())  # the Holm family: deletion and insertion of every "all" row
     for _, row in table.iterrows():
         n, n_curves = row["n_images"], row["n_curve_images"]
         deletion = row["deletion_p_holm"] < alpha and row["deletion_diff_ci_high"] < 0
         insertion = row["insertion_p_holm"] < alpha and row["insertion_diff_ci_low"] > 0
         old = [sign_test_p(row[f"{kind}_wins_noise"], n_curves) < alpha for kind in ("deletion", "insertion")]
-        enough = enough_images(n_curves, alpha)
-        verdicts["faithfulness_verdict"].append(faithfulness_label(deletion, insertion) if enough else few)
-        verdicts["faithfulness_verdict_old_rule"].append(faithfulness_label(*old) if enough else few)
-        verdicts["sanity_verdict"].append(few if not enough_images(n, alpha) else
+        verdicts["faithfulness_verdict"].append(faithfulness_label(deletion, insertion)
+                                                if enough_images(n_curves, alpha, faithfulness_tests) else few)
+        verdicts["faithfulness_verdict_old_rule"].append(faithfulness_label(*old) if enough_images(n_curves, alpha) else few)
+        verdicts["sanity_verdict"].append(few if not enough_images(n, alpha, int(tested.sum())) else
                                           "passes" if row["sanity_p_holm"] < alpha else "fails")
-        verdicts["border_verdict"].append(few if not enough_images(n, alpha) else
+        verdicts["border_verdict"].append(few if not enough_images(n, alpha, int(tested.sum())) else
                                           "interior" if row["border_p_holm"] < alpha else "not interior")
     return verdicts
 
@@ -817,10 +821,11 @@ def describe_checks(row: dict | pd.Series, name: str | None = None) -> str:
             f"{row['n_pneumonia']} PNEUMONIA):\n"
             f"  faithfulness: {row['faithfulness_verdict'].upper()}. Deleting pixels in the map's order leaves "
             f"a deletion area {row['deletion_diff_mean']:+.3f} [{row['deletion_diff_ci_low']:+.3f}, "
-            f"{row['deletion_diff_ci_high']:+.3f}] from the shifted map's (lower in {row['deletion_wins']} of {n}, "
+            f"{row['deletion_diff_ci_high']:+.3f}] from the shifted map's (lower in {row['deletion_wins']} of "
+            f"{row['n_curve_images']} images with curves, "
             f"Holm p = {row['deletion_p_holm']:.2g}); inserting them, an insertion area "
             f"{row['insertion_diff_mean']:+.3f} [{row['insertion_diff_ci_low']:+.3f}, "
-            f"{row['insertion_diff_ci_high']:+.3f}] (higher in {row['insertion_wins']} of {n}, "
+            f"{row['insertion_diff_ci_high']:+.3f}] (higher in {row['insertion_wins']} of {row['n_curve_images']}, "
             f"Holm p = {row['insertion_p_holm']:.2g}). Old rule: {row['faithfulness_verdict_old_rule']}.\n"
             f"  sanity check: {row['sanity_verdict']}. Rank correlation with a random-weights network's map: "
             f"median {row['rank_corr_median']:+.2f} [{row['rank_corr_ci_low']:+.2f}, {row['rank_corr_ci_high']:+.2f}]; "

@@ -309,9 +309,10 @@ def _reference_finding(metrics: dict, references: Iterable = PUBLISHED_RESULTS) 
     one, its seed-ensemble scored) compares with the original study and the published references:
     each published accuracy above our 95% interval ("below X"), inside it ("level with X") or under it
     ("above X"); then the published ROC-AUCs outside our ROC-AUC interval, so that "level with" is never
-    read as holding for both. The first of four wordings within ``FINDING_MAX_CHARS``: every model named
+    read as holding for both. The first of five wordings within ``FINDING_MAX_CHARS``: every model named
     and the ROC-AUC's interval given; then without the ROC-AUC's interval; then only the original
-    study's models named; then also the ROC-AUC comparison without model names and a shorter tail."""
+    study's models named; then also the ROC-AUC comparison without model names and a shorter tail;
+    then no model named at all."""
     best = best_family(metrics)
     if best is None:
         return None
@@ -322,7 +323,8 @@ def _reference_finding(metrics: dict, references: Iterable = PUBLISHED_RESULTS) 
 
     def sentence(names: str, auc_interval: bool, auc_names: str, tail: str) -> str:
         parts = [f"above {_grouped(accuracy['above'], names)}" if accuracy["above"] else "",
-                 f"level with {_grouped(accuracy['within'], names)} (inside our 95% interval)" if accuracy["within"] else "",
+                 f"not distinguishable from {_grouped(accuracy['within'], names)} (inside our 95% interval)"
+                 if accuracy["within"] else "",
                  f"below {_grouped(accuracy['below'], names)}" if accuracy["below"] else ""]
         auc_parts = [f"{word} {_grouped(auc[key], auc_names, column=2)}"
                      for key, word in (("above", "above"), ("below", "below")) if auc.get(key)]
@@ -335,7 +337,7 @@ def _reference_finding(metrics: dict, references: Iterable = PUBLISHED_RESULTS) 
     wordings = (("all", True, "all", f"published protocols differ from ours{see}"),
                 ("all", False, "all", f"published protocols differ{see}"),
                 ("original", False, "original", f"published protocols differ{see}"),
-                ("original", False, "none", "protocols differ"))
+                ("original", False, "none", "protocols differ"), ("none", False, "none", "protocols differ"))
     for wording in wordings:
         text = sentence(*wording)
         if len(text) <= FINDING_MAX_CHARS:
@@ -371,9 +373,13 @@ def _errors_finding(metrics: dict) -> str | None:
     false_alarms = (1 - test["specificity"]) * data.get("test_normal", 1)  # NORMAL called PNEUMONIA
     misses = (1 - test["sensitivity"]) * data.get("test_pneumonia", 1)  # PNEUMONIA called NORMAL
     lower = "NORMAL" if false_alarms > misses else "PNEUMONIA"  # the class behind most errors, by count
+    share = max(false_alarms, misses) / (false_alarms + misses) if false_alarms + misses else 0.0
+    errors = (f"its errors split about evenly ({misses:.0f} missed pneumonia, {false_alarms:.0f} false alarms)"
+              if share < EVEN_SPLIT else
+              f"most of its errors are {lower} X-rays called {'PNEUMONIA' if lower == 'NORMAL' else 'NORMAL'}")
     start = (f"**Errors.** At its validation threshold, {display_name(best)} finds {test['sensitivity']:.1%} of "
              f"test pneumonia (sensitivity) and clears {test['specificity']:.1%} of normal X-rays (specificity); "
-             f"most of its errors are {lower} X-rays called {'PNEUMONIA' if lower == 'NORMAL' else 'NORMAL'}.")
+             f"{errors}.")
     rates = [k for k in ("sensitivity", "specificity") if k in val]
     figures = [(f"{k} {val[k]:.1%}", f"{test[k]:.1%}") for k in rates]
     if "roc_auc" in val and "roc_auc" in test:
@@ -392,6 +398,7 @@ def _errors_finding(metrics: dict) -> str | None:
 
 
 TRANSFER_TOLERANCE = 0.02  # a rate within 2 points of its validation value "carries" to the test set
+EVEN_SPLIT = 0.6  # errors "split about evenly" when neither kind makes 60% of them
 
 
 def _ensemble_finding(metrics: dict) -> str | None:
@@ -443,11 +450,22 @@ def model_findings(metrics: dict) -> str:
 
 
 def _mean_over_seeds(spread: Mapping, metric: str) -> str:
-    """``0.820 ± 0.010 over 3 seeds``, or ``0.821 (1 seed: no spread)`` where there is no spread."""
+    """``0.820 ± 0.010 over 3 seeds``, or ``0.821, 1 seed: no spread`` where there is no spread."""
     n, sd = spread.get("n_seeds"), spread.get(f"{metric}_sd")
     if n == 1 or sd is None or (isinstance(sd, float) and np.isnan(sd)):
-        return f"{spread[f'{metric}_mean']:.3f} ({n if n is not None else '?'} seed{'' if n == 1 else 's'}: no spread)"
+        return f"{spread[f'{metric}_mean']:.3f}, {n if n is not None else '?'} seed{'' if n == 1 else 's'}: no spread"
     return f"{spread[f'{metric}_mean']:.3f} ± {sd:.3f} over {n} seeds"
+
+
+def served_verdicts(metrics: dict) -> list[dict]:
+    """The served network (one seed, :func:`served_entry`) against the best family's test targets
+    (accuracy, ROC-AUC, sensitivity, specificity), each with ``target``, ``met`` and ``measured``;
+    empty when the run recorded no served test row."""
+    served = served_entry(metrics)
+    test = (served or {}).get("test", {})
+    labels = {"accuracy": "accuracy", "roc_auc": "ROC-AUC", "sensitivity": "sensitivity", "specificity": "specificity"}
+    return [{"target": f"{labels[metric]} ≥ {TARGETS[f'best_{metric}']:g}", "met": bool(test[metric] >= TARGETS[f"best_{metric}"]),
+             "measured": f"{test[metric]:.3f}"} for metric in labels if metric in test and f"best_{metric}" in TARGETS]
 
 
 def target_verdicts(metrics: dict) -> list[dict]:
@@ -461,7 +479,7 @@ def target_verdicts(metrics: dict) -> list[dict]:
     best = best_family(metrics)
     if best is not None:
         test = metrics["models"][best]["test"]
-        judged = "model chosen on validation:" if chosen_on_validation(metrics) else "best family"
+        judged = "chosen family's seed-ensemble:" if chosen_on_validation(metrics) else "best family"
         checks = [("accuracy", "best_accuracy", "≥"), ("roc_auc", "best_roc_auc", "≥"),
                   ("specificity", "best_specificity", "≥"), ("sensitivity", "best_sensitivity", "≥")]
         for metric, key, sign in checks:

@@ -134,7 +134,7 @@ RUNC_VERSION="$(/usr/sbin/runc --version | awk 'NR==1 {print $3}')"
 if ! "$PYTHON" scripts/check_container.py --url "http://127.0.0.1:$HOST_PORT" --expect-model "$DEFAULT_MODEL" \
         --container "$NAME" --output "$OUTPUT" --image "$IMAGE" --image-size-bytes "$SIZE_BYTES" \
         --image-facts "$IMAGE_FACTS" --base-image "$BASE_IMAGE" \
-        --model-source "default bundle of $MODELS_DIR/manifest.json, baked into the image" \
+        --model-source "default bundle of ${MODELS_DIR#"$REPO"/}/manifest.json, baked into the image" \
         --builder "$(podman --version), runtime runc $RUNC_VERSION, wheelhouse wheels/"; then
     echo "Container check failed; the container's log:" >&2
     podman "${RUNTIME[@]}" logs "$NAME" 2>&1 | tail -n 40 >&2

@@ -124,6 +124,11 @@ def served_section(metrics: dict) -> str:
     if test:
         text += (f"; on the test set it scores accuracy {test['accuracy']:.3f}, ROC-AUC {test['roc_auc']:.3f}, "
                  f"sensitivity {test['sensitivity']:.3f} and specificity {test['specificity']:.3f}")
+    verdicts = F.served_verdicts(metrics)
+    if verdicts:
+        missed = [v["target"] for v in verdicts if not v["met"]]
+        text += (f". Test targets set for the best family: {len(verdicts) - len(missed)} of {len(verdicts)} met"
+                 + (f" (missed: {', '.join(missed)})" if missed else ""))
     return wrap(text + ".")
 
 
@@ -183,19 +188,22 @@ def data_section(summary: dict) -> str:
                 f"{summary['images']:,} chest X-rays of children aged one to five; official split {counts}.")
 
 
-def cost_section(bench: dict) -> str:
+def cost_section(bench: dict, docs: str = "docs") -> str:
     """What the main command costs: time on the measured machine (full run from empty caches, quick
-    mode) and the download, from bench/results.json."""
+    mode) with their budget verdicts, and the download, from bench/results.json; ``docs``: the docs
+    folder relative to the file the text goes into."""
     full, quick = bench.get("reproduction_wall_time"), bench.get("reproduction_quick_wall_time")
     parts = []
     if full:
         machine = full.get("machine", {})
         scope = f"; it trained {full['model']}" if full.get("model") else ""
-        parts.append(f"The full run took {full['ours'] / 60:.0f} min on {machine.get('cores', '?')} CPU cores "
-                     f"({machine.get('cpu', 'CPU not recorded')}, no GPU) from {full.get('caches', 'unrecorded')} "
-                     f"caches, with the data already on disk{scope}.")
+        parts.append(f"The full run took {full['ours'] / 60:.0f} min{_budget_words('reproduction_wall_time', full)} on "
+                     f"{machine.get('cores', '?')} CPU cores ({machine.get('cpu', 'CPU not recorded')}, no GPU) from "
+                     f"{full.get('caches', 'unrecorded')} caches, with the data already on disk{scope}.")
     if quick:
-        parts.append(f"Quick mode took {quick['ours'] / 60:.1f} min.")
+        parts.append(f"Quick mode took {quick['ours'] / 60:.1f} min{_budget_words('reproduction_quick_wall_time', quick)}.")
+    if full or quick:
+        parts.append(f"Conditions of both: [time budget]({docs}/reproducibility.md#time-budget).")
     parts.append(f"The data download is about {KAGGLE_DOWNLOAD_GB} GB.")
     return wrap(" ".join(parts))
 
@@ -215,16 +223,30 @@ def targets_section(metrics: dict) -> str:
         head = ""
     elif F.chosen_on_validation(metrics):
         head = (f"Verdicts computed from `results/metrics.json`; the targets for the best family are judged on "
-                f"the model chosen on validation ({F.display_name(best)}, the served network's family), not on "
-                f"the family with the highest test score.\n\n")
+                f"the seed-ensemble of the family chosen on validation ({F.display_name(best)}, the served "
+                f"network's family), not on the family with the highest test score. No rule chose the "
+                f"seed-ensemble itself; the served network, one seed, is judged after the list.\n\n")
     else:
         head = (f"Verdicts computed from `results/metrics.json`; the best family is the one with the highest test "
                 f"accuracy ({F.display_name(best)}).\n\n")
-    return head + bullets("\n".join(lines)) + note
+    served = F.served_entry(metrics) or {}
+    served_lines = [f"- {v['target']}: {'**met**' if v['met'] else '**not met**'} ({v['measured']})."
+                    for v in F.served_verdicts(metrics)]
+    served_note = (f"\n\nThe served network, {F.display_name(served.get('name', ''))} seed {served.get('seed')}, "
+                   f"against the same test targets:\n\n" + bullets("\n".join(served_lines))) if served_lines else ""
+    return head + bullets("\n".join(lines)) + note + served_note
 
 
 BUDGET_MINUTES = {"reproduction_wall_time": 90, "reproduction_quick_wall_time": 5}
 BUDGET_AIM_MINUTES = {"reproduction_wall_time": 75}
+
+
+def _budget_words(name: str, entry: dict) -> str:
+    """`` (budget 90 min: met)`` for a wall-time entry with a budget in BUDGET_MINUTES, else ""."""
+    limit = BUDGET_MINUTES.get(name)
+    if limit is None:
+        return ""
+    return f" (budget {limit} min: {'met' if entry['ours'] / 60 <= limit else 'not met'})"
 
 
 def budget_section(bench: dict) -> str:
@@ -590,7 +612,9 @@ def container_section(report: dict) -> str:
     if "first_request" in latency:
         timing.append(f"first request {latency['first_request']:.2f} s")
     if "warm_median" in latency:
-        timing.append(f"warm median {latency['warm_median']:.2f} s over {latency.get('warm_requests', '?')} requests")
+        timing.append(f"warm median {latency['warm_median']:.2f} s over {latency.get('warm_requests', '?')} requests"
+                      + (f" (during the soak, {report['soak'].get('clients', '?')} clients at once)"
+                         if isinstance(report.get("soak"), dict) else ""))
     if timing:
         parts.append(", ".join(timing))
     soak = report.get("soak")
@@ -721,7 +745,7 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
 
         out += [(docs / "performance.md", "speed", wrap(render_table(bench))),
                 (docs / "reproducibility.md", "budget", budget_section(bench)),
-                (readme, "cost", cost_section(bench)), (app_readme, "cost", cost_section(bench))]
+                (readme, "cost", cost_section(bench)), (app_readme, "cost", cost_section(bench, docs="../docs"))]
     app_speed = _json(root / "bench" / "app_results.json")
     if app_speed is not None:
         out.append((docs / "performance.md", "app-speed", app_speed_section(app_speed)))
