@@ -844,3 +844,14 @@ def test_gradcam_grid_has_a_colourbar(fgc):
     assert len(figure.axes) == 2 * 3 + 1 and figure.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
     assert figure.axes[-1].get_ylabel().startswith("map value")
     plt.close(figure)
+
+
+def test_too_few_images_when_a_win_on_every_image_cannot_survive_holm(fgc):
+    """A one-sided sign test's smallest p over n images is 0.5 ** n; Holm multiplies the smallest of m
+    tests by m. 8 faithfulness tests (2 models x 2 methods x deletion/insertion) need 8 images: with 6,
+    even 6 wins of 6 give 8 x 0.5 ** 6 = 0.125."""
+    from pneumonia_cxr.gradcam import enough_images
+
+    assert enough_images(5) and not enough_images(4)  # one test: 0.03125 < 0.05 <= 0.0625
+    assert not enough_images(6, tests=8) and not enough_images(7, tests=8) and enough_images(8, tests=8)
+    assert enough_images(8, tests=12) and not enough_images(8, tests=13)  # 12 x 0.0039 = 0.047; 13 x = 0.051
