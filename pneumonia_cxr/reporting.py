@@ -5,7 +5,7 @@ numeric is typed here except the targets, which are the project's own and stated
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -255,9 +255,13 @@ def _pretrained_finding(metrics: dict) -> str | None:
 def _not_run_sentence(missing: Mapping[str, str]) -> str:
     """`` Not run: VGG-Face transfer, weights unavailable; HED-VGG16 transfer, compute budget.`` (with
     a leading space), or "" when every family ran."""
-    if not missing:
-        return ""
-    return " Not run: " + "; ".join(f"{display_name(name)}, {why}" for name, why in missing.items()) + "."
+    return f" Not run: {not_run_list(missing)}." if missing else ""
+
+
+def not_run_list(missing: Mapping[str, str]) -> str:
+    """``VGG-Face transfer, weights unavailable; HED-VGG16 transfer, compute budget``: the families
+    of :func:`not_run` with their reasons."""
+    return "; ".join(f"{display_name(name)}, {why}" for name, why in missing.items())
 
 
 def _pretrained_finding_single_networks(scratch: dict, transfer: dict, missing: dict) -> str:
@@ -461,11 +465,22 @@ def served_verdicts(metrics: dict) -> list[dict]:
     """The served network (one seed, :func:`served_entry`) against the best family's test targets
     (accuracy, ROC-AUC, sensitivity, specificity), each with ``target``, ``met`` and ``measured``;
     empty when the run recorded no served test row."""
-    served = served_entry(metrics)
-    test = (served or {}).get("test", {})
-    labels = {"accuracy": "accuracy", "roc_auc": "ROC-AUC", "sensitivity": "sensitivity", "specificity": "specificity"}
-    return [{"target": f"{labels[metric]} ≥ {TARGETS[f'best_{metric}']:g}", "met": bool(test[metric] >= TARGETS[f"best_{metric}"]),
-             "measured": f"{test[metric]:.3f}"} for metric in labels if metric in test and f"best_{metric}" in TARGETS]
+    test = (served_entry(metrics) or {}).get("test", {})
+    return _test_target_verdicts(test, ("accuracy", "roc_auc", "sensitivity", "specificity"))
+
+
+def _test_target_verdicts(test: Mapping, metrics: Sequence[str], judged: str = "", name: str = "") -> list[dict]:
+    """``test`` (a test row) against ``TARGETS["best_<metric>"]`` for each of ``metrics`` it holds,
+    in that order: ``target`` ("<judged> <metric> ≥ <limit>"), ``met`` and ``measured`` ("<name>
+    <value>")."""
+    out = []
+    for metric in metrics:
+        if metric in test:
+            limit = TARGETS[f"best_{metric}"]
+            label = "ROC-AUC" if metric == "roc_auc" else metric
+            out.append({"target": f"{judged} {label} ≥ {limit:g}".lstrip(), "met": bool(test[metric] >= limit),
+                        "measured": f"{name} {test[metric]:.3f}".lstrip()})
+    return out
 
 
 def target_verdicts(metrics: dict) -> list[dict]:
@@ -478,16 +493,9 @@ def target_verdicts(metrics: dict) -> list[dict]:
     out = []
     best = best_family(metrics)
     if best is not None:
-        test = metrics["models"][best]["test"]
         judged = "chosen family's seed-ensemble:" if chosen_on_validation(metrics) else "best family"
-        checks = [("accuracy", "best_accuracy", "≥"), ("roc_auc", "best_roc_auc", "≥"),
-                  ("specificity", "best_specificity", "≥"), ("sensitivity", "best_sensitivity", "≥")]
-        for metric, key, sign in checks:
-            if metric in test:
-                label = "ROC-AUC" if metric == "roc_auc" else metric
-                out.append({"target": f"{judged} {label} {sign} {TARGETS[key]:g}",
-                            "met": bool(test[metric] >= TARGETS[key]),
-                            "measured": f"{display_name(best)} {test[metric]:.3f}"})
+        out += _test_target_verdicts(metrics["models"][best]["test"], ("accuracy", "roc_auc", "specificity", "sensitivity"),
+                                     judged, display_name(best))
     spread = metrics.get("models", {}).get("scratch_cnn", {}).get("seed_spread", {})
     if "accuracy_mean" in spread:
         out.append({"target": f"scratch CNN mean accuracy over seeds ≥ {TARGETS['scratch_mean_accuracy']:g}",

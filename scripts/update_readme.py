@@ -216,8 +216,7 @@ def targets_section(metrics: dict) -> str:
     verdicts = F.target_verdicts(metrics)
     lines = [f"- {v['target']}: {'**met**' if v['met'] else '**not met**'} ({v['measured']})." for v in verdicts]
     missing = F.not_run(metrics)
-    note = ("\n\nNot run, so not judged: " + "; ".join(f"{F.display_name(n)}, {why}" for n, why in missing.items())
-            + "." if missing else "")
+    note = f"\n\nNot run, so not judged: {F.not_run_list(missing)}." if missing else ""
     best = F.best_family(metrics)
     if best is None:
         head = ""
