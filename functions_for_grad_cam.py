@@ -21,6 +21,7 @@ in [0, 1]; each transfer model converts them to what its pretrained base expects
 layer. Label 1 is PNEUMONIA, 0 is NORMAL; a probability is always that of PNEUMONIA.
 """
 from pneumonia_cxr.common import *  # noqa: F401,F403
+from pneumonia_cxr.augmentation import *  # noqa: F401,F403
 from pneumonia_cxr.data import *  # noqa: F401,F403
 from pneumonia_cxr.eda import *  # noqa: F401,F403
 from pneumonia_cxr.evaluation import *  # noqa: F401,F403

@@ -115,7 +115,7 @@ def mean_logit(logits: Sequence[Sequence[float]]) -> np.ndarray:
 
 SELECTION_RULE: tuple[str, ...] = (  # fixed before the test set is scored; the notebook applies it as written
     "Validation signal: every trained network is scored on the validation split as it is and under four "
-    "perturbations declared in advance (zoom, low contrast, blur, noise: pneumonia_cxr.data.VALIDATION_PERTURBATIONS); "
+    "perturbations declared in advance (zoom, low contrast, blur, noise: pneumonia_cxr.augmentation.VALIDATION_PERTURBATIONS); "
     "the five copies are pooled (5 x the validation images). A validation ROC-AUC near 0.99 for every "
     "candidate cannot tell them apart; the pooled log loss can.",
     "Epochs: early stopping on clean validation loss, best weights kept, within each family's epoch cap.",

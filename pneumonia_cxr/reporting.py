@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .common import DISPLAY_NAMES, PUBLISHED_RESULTS, display_name
-from .data import VALIDATION_PERTURBATIONS
+from .augmentation import VALIDATION_PERTURBATIONS
 from .plots import readable_names
 
 # ----------------------------------------------------------------------------------------------

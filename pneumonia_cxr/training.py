@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .common import IMAGE_SHAPE, PIPELINE_VERSION
-from .data import AUGMENTATION, build_augmentation, make_dataset, perturb_images
+from .augmentation import AUGMENTATION, build_augmentation, perturb_images
+from .data import make_dataset
 from .models import _keras, build_scratch_cnn, compile_binary_classifier, output_layer_input
 
 

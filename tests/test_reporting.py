@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pneumonia_cxr import reporting  # its private finding builders
-from pneumonia_cxr.data import VALIDATION_PERTURBATIONS
+from pneumonia_cxr.augmentation import VALIDATION_PERTURBATIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
