@@ -1,33 +1,49 @@
-"""Helpers shared by the notebooks, the app, the benchmarks and the tests.
+"""The original study's entry point (Silvano315/Pneumonia_Detection), now a thin module over the
+package ``pneumonia_cxr``: the steps of the study under the names of this project.
 
-Pneumonia detection from paediatric chest X-rays (Kermany et al., Cell 2018; data CC BY 4.0,
-doi:10.17632/rscbjbr9sj.2, served on Kaggle as ``paultimothymooney/chest-xray-pneumonia``).
+The original study's functions and what replaced them:
 
-The code lives in the package ``pneumonia_cxr``, one module per part; this module is the one import
-of its public names:
+- ``image_preprocessing`` (Keras ``flow_from_directory``) -> ``find_dataset_root``, ``build_index``,
+  ``decodable``, ``patient_grouped_split``, ``compute_class_weights``, ``make_dataset``;
+- ``get_img_array`` -> ``load_images`` (model inputs float32 (N, 224, 224, 3) in [0, 1]);
+- ``scratch_model`` -> ``build_scratch_cnn``; the VGG-Face transfer -> ``build_transfer_model(VGGFACE_BASE)``;
+- training and ``plot_history`` -> ``train_scratch_cnn``, ``predict_probabilities``, ``plot_training_curves``;
+- ``make_gradcam_heatmap`` -> ``make_gradcam_heatmap`` (``last_conv_layer_name`` finds the layer);
+- ``save_and_display_gradcam`` -> ``overlay_heatmap``, ``save_overlay_png``.
 
-- ``data``: data set location and download, index, patient-grouped split, decoding, tf.data pipeline;
-- ``models``: scratch CNN, frozen VGG-Face / HED-VGG16 transfer, Xception (ImageNet) transfer with a
-  fine-tunable exit flow, custom layers, model bundles on disk;
-- ``manifest``: ``models/manifest.json``, the run's bundles with their SHA-256 and the app's default;
-- ``training``: cached features keyed by weights, training precision, seeding, training loops, logits;
-- ``evaluation``: logit thresholds, metrics with bootstrap intervals, seed- and cross-model ensembles,
-  McNemar, result tables;
-- ``plots``, ``gradcam`` (Grad-CAM / Grad-CAM++ and their checks), ``eda`` (exploratory analysis);
-- ``reporting``: findings in words and readable tables, from the numbers the notebooks wrote.
-
-Conventions: images fed to every model are float32 RGB arrays of shape (N, 224, 224, 3) with values
-in [0, 1]; each transfer model converts them to what its pretrained base expects with its own first
-layer. Label 1 is PNEUMONIA, 0 is NORMAL; a probability is always that of PNEUMONIA.
+Everything else: ``import pneumonia_cxr as pcx`` (``pcx.dataset``, ``pcx.evaluation``, ...).
+Label 1 is PNEUMONIA, 0 is NORMAL; a probability is always that of PNEUMONIA.
 """
-from pneumonia_cxr.common import *  # noqa: F401,F403
-from pneumonia_cxr.augmentation import *  # noqa: F401,F403
-from pneumonia_cxr.data import *  # noqa: F401,F403
-from pneumonia_cxr.eda import *  # noqa: F401,F403
-from pneumonia_cxr.evaluation import *  # noqa: F401,F403
-from pneumonia_cxr.gradcam import *  # noqa: F401,F403
-from pneumonia_cxr.manifest import *  # noqa: F401,F403
-from pneumonia_cxr.models import *  # noqa: F401,F403
-from pneumonia_cxr.plots import *  # noqa: F401,F403
-from pneumonia_cxr.reporting import *  # noqa: F401,F403
-from pneumonia_cxr.training import *  # noqa: F401,F403
+from pneumonia_cxr.dataset import (  # noqa: F401
+    build_index,
+    compute_class_weights,
+    decodable,
+    find_dataset_root,
+    patient_grouped_split,
+)
+from pneumonia_cxr.gradcam import make_gradcam_heatmap, overlay_heatmap, save_overlay_png  # noqa: F401
+from pneumonia_cxr.models import (  # noqa: F401
+    VGGFACE_BASE,
+    build_scratch_cnn,
+    build_transfer_model,
+    last_conv_layer_name,
+)
+from pneumonia_cxr.pipeline import load_images, make_dataset  # noqa: F401
+from pneumonia_cxr.plots import plot_training_curves  # noqa: F401
+from pneumonia_cxr.training import predict_probabilities, train_scratch_cnn  # noqa: F401
+
+# TEMPORARY, until the notebooks call ``pcx.<module>.<name>``: every public name of every module, as
+# the notebooks' ``F.<name>`` / ``f.<name>`` expect. The lead removes this block then.
+from pneumonia_cxr.common import *  # noqa: F401,F403,E402
+from pneumonia_cxr.augmentation import *  # noqa: F401,F403,E402
+from pneumonia_cxr.dataset import *  # noqa: F401,F403,E402
+from pneumonia_cxr.images import *  # noqa: F401,F403,E402
+from pneumonia_cxr.pipeline import *  # noqa: F401,F403,E402
+from pneumonia_cxr.eda import *  # noqa: F401,F403,E402
+from pneumonia_cxr.evaluation import *  # noqa: F401,F403,E402
+from pneumonia_cxr.gradcam import *  # noqa: F401,F403,E402
+from pneumonia_cxr.manifest import *  # noqa: F401,F403,E402
+from pneumonia_cxr.models import *  # noqa: F401,F403,E402
+from pneumonia_cxr.plots import *  # noqa: F401,F403,E402
+from pneumonia_cxr.reporting import *  # noqa: F401,F403,E402
+from pneumonia_cxr.training import *  # noqa: F401,F403,E402

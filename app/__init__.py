@@ -1,17 +1,18 @@
 """Flask web app: upload a chest X-ray, get the prediction and its Grad-CAM overlay.
 
-Research demo, not a diagnostic device. Routes, request validation and the overlay drawing live
-here; decoding, preprocessing, the model bundle, its manifest and Grad-CAM all come from
-``functions_for_grad_cam`` so the app sees exactly what training and evaluation saw.
+Research demo, not a diagnostic device. Routes and request handling live here; decoding, the
+upload limits, preprocessing, the model bundle, its manifest, Grad-CAM and the overlay all come from
+the package ``pneumonia_cxr`` so the app sees exactly what training and evaluation saw.
 
     create_app(model_path=None) -> Flask app (model and explainer built once, in the calling process)
     python -m app [--model BUNDLE_NAME_OR_PATH] --host 127.0.0.1 --port 5000
     gunicorn -c app/gunicorn_conf.py "app:create_app()"   (one model per worker)
 
 Without a model given, the app serves the default bundle of ``models/manifest.json`` and refuses
-to start when the manifest and the files disagree. Uploads over ``MAX_IMAGE_PIXELS``, with a long side
-over ``MAX_ASPECT_RATIO`` times the short side, or not in ``UPLOAD_FORMATS`` are refused;
-larger originals are shown and drawn on at most ``DISPLAY_MAX_SIDE`` pixels a side.
+to start when the manifest and the files disagree. The upload limits are those of
+``pneumonia_cxr.images`` (``MAX_IMAGE_PIXELS``, ``MAX_ASPECT_RATIO``, ``UPLOAD_FORMATS``, and
+``DEFAULT_MAX_UPLOAD_MB`` unless ``$MAX_UPLOAD_MB`` is set); larger originals are shown and drawn on
+at most ``DISPLAY_MAX_SIDE`` pixels a side.
 
 Routes: ``GET /`` upload page, ``POST /predict`` (form: field ``file``, or ``example`` = name of an
 example image) result page, ``GET /examples/<name>`` example image, ``POST /api/predict``
@@ -22,26 +23,20 @@ from __future__ import annotations
 import base64
 import io
 import os
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 from flask import Flask, Request, abort, jsonify, render_template, request, send_from_directory
-from PIL import Image
 from werkzeug.exceptions import HTTPException
 
+import pneumonia_cxr as pcx
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-try:
-    import functions_for_grad_cam as fgc
-except ImportError:  # started from another folder: the module sits at the repo root
-    sys.path.insert(0, str(REPO_ROOT))
-    import functions_for_grad_cam as fgc
 
 MODEL_ENV_VAR = "MODEL_PATH"
 MODELS_DIR = REPO_ROOT / "models"  # bundles and manifest.json written by model_deep_learning.ipynb
-MAX_UPLOAD_MB_ENV_VAR = "MAX_UPLOAD_MB"
-DEFAULT_MAX_UPLOAD_MB = 20  # the largest original of the data set is about 3 MB
+MAX_UPLOAD_MB_ENV_VAR = "MAX_UPLOAD_MB"  # default pcx.images.DEFAULT_MAX_UPLOAD_MB
 IMAGE_SLOTS_ENV_VAR = "IMAGE_SLOTS"
 DEFAULT_IMAGE_SLOTS = 1  # per worker: requests decoding or drawing at once (the model step has its own lock)
 # Larger uploads are shown and drawn on at most this many pixels a side (the model sees the full
@@ -55,14 +50,6 @@ OVERLAY_ALPHA = 0.4
 GRADCAM_METHOD = "gradcam"
 PNG_COMPRESS_LEVEL = 1  # zlib level: level 6 (Pillow's default) takes ~5x longer on a full-size X-ray
 DISCLAIMER = "Research demo, not a diagnostic device. Do not use it for clinical decisions."
-# matplotlib's "jet" colour map (segment data of matplotlib._cm), the colours of overlay_heatmap,
-# without matplotlib at serving time: {channel: ((x, value), ...)}, linear between the points.
-JET_SEGMENTS = {
-    "red": ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
-    "green": ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
-    "blue": ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),
-}
-
 
 class ModelNotFoundError(FileNotFoundError):
     """The model file or bundle name given (argument or $MODEL_PATH) does not exist."""
@@ -86,17 +73,17 @@ def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
 
     Raises:
         ModelNotFoundError: the file given does not exist.
-        fgc.ManifestError: the manifest is missing or disagrees with the files it lists, or names no
+        pcx.common.ManifestError: the manifest is missing or disagrees with the files it lists, or names no
             such bundle (one line saying how to fix it).
     """
     chosen = model_path or os.environ.get(MODEL_ENV_VAR)
     if not chosen:
-        return fgc.bundle_path(MODELS_DIR, fgc.read_manifest(MODELS_DIR))
+        return pcx.manifest.bundle_path(MODELS_DIR, pcx.manifest.read_manifest(MODELS_DIR))
     path = Path(chosen).expanduser()
     if path.is_file():
         return path
-    if fgc.is_plain_file_name(str(chosen)) and not path.suffix:  # a bundle name, e.g. "scratch_cnn"
-        return fgc.bundle_path(MODELS_DIR, fgc.read_manifest(MODELS_DIR), str(chosen))
+    if pcx.manifest.is_plain_file_name(str(chosen)) and not path.suffix:  # a bundle name, e.g. "scratch_cnn"
+        return pcx.manifest.bundle_path(MODELS_DIR, pcx.manifest.read_manifest(MODELS_DIR), str(chosen))
     raise ModelNotFoundError(f"Model file not found: {path} (from "
                              f"{'the model_path argument' if model_path else '$' + MODEL_ENV_VAR})")
 
@@ -113,30 +100,8 @@ def _env_number(name: str, default: float, unit: str, kind: type = float) -> flo
     return number
 
 
-def jet_palette() -> list[list[int]]:
-    """[red, green, blue] lookup tables (256 entries each, 0-255) of the "jet" colour map, as
-    matplotlib's ``colormaps["jet"](i / 255, bytes=True)``."""
-    levels = np.linspace(0.0, 1.0, 256)
-    return [(np.interp(levels, *zip(*JET_SEGMENTS[channel])) * 255).astype(np.uint8).tolist()
-            for channel in ("red", "green", "blue")]
-
-
-JET_PALETTE = jet_palette()
-
-
-def draw_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """uint8 RGB (H, W, 3) = (1 - alpha) * ``image`` + alpha * jet(``heatmap``), the heatmap (h, w)
-    in [0, 1] in the model's input frame (the whole upload squashed to 224 x 224) stretched
-    bilinearly to the image's size; computed by Pillow in uint8, no full-size float copy."""
-    base = Image.fromarray(image)
-    levels = Image.fromarray(np.round(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8))
-    levels = levels.resize(base.size, Image.Resampling.BILINEAR)
-    coloured = Image.merge("RGB", [levels.point(table) for table in JET_PALETTE])
-    return np.asarray(Image.blend(base, coloured, alpha))
-
-
 class Predictor:
-    """The served model bundle and its Grad-CAM explainer (``fgc.GradCamExplainer``: the gradient
+    """The served model bundle and its Grad-CAM explainer (``pcx.gradcam.GradCamExplainer``: the gradient
     model and its compiled function), both built once per worker process, at start-up;
     ``predict(bytes)`` runs decode -> Grad-CAM -> overlay.
 
@@ -147,12 +112,12 @@ class Predictor:
 
     def __init__(self, model_path: Path, image_slots: int = DEFAULT_IMAGE_SLOTS):
         self.path = Path(model_path)
-        self.model, self.metadata = fgc.load_model_bundle(self.path)
+        self.model, self.metadata = pcx.models.load_model_bundle(self.path)
         self.name = str(self.metadata.get("model_name", self.model.name))
         self.threshold = float(self.metadata.get("threshold", 0.5))
-        self.last_conv_layer = self.metadata.get("last_conv_layer") or fgc.last_conv_layer_name(self.model)
-        self._explainer = fgc.GradCamExplainer(self.model, self.last_conv_layer, methods=(GRADCAM_METHOD,))
-        self._explainer(np.zeros((1, *fgc.IMAGE_SHAPE), np.float32))  # traces its compiled function now
+        self.last_conv_layer = self.metadata.get("last_conv_layer") or pcx.models.last_conv_layer_name(self.model)
+        self._explainer = pcx.gradcam.GradCamExplainer(self.model, self.last_conv_layer, methods=(GRADCAM_METHOD,))
+        self._explainer(np.zeros((1, *pcx.common.IMAGE_SHAPE), np.float32))  # traces its compiled function now
         self._model_lock = threading.Lock()
         self.image_slots = threading.BoundedSemaphore(image_slots)
 
@@ -161,22 +126,22 @@ class Predictor:
         uint8 RGB arrays of at most ``DISPLAY_MAX_SIDE`` pixels a side.
 
         Raises:
-            fgc.ImageDecodeError: a bad image (the message says what is wrong).
+            pcx.common.ImageDecodeError: a bad image (the message says what is wrong).
         """
         with self.image_slots:
-            original, model_input = fgc.load_image_for_model(data, source, DISPLAY_MAX_SIDE)
+            original, model_input = pcx.images.load_image_for_model(data, source, DISPLAY_MAX_SIDE)
         with self._model_lock:
             explained = self._explainer(model_input, threshold=self.threshold)
         probability = float(explained.probabilities[0])
         with self.image_slots:
-            overlay = draw_overlay(original, explained.maps[GRADCAM_METHOD][0])
-        return {"label": fgc.CLASS_NAMES[int(probability >= self.threshold)], "probability": probability,
+            overlay = pcx.overlay.draw_overlay(original, explained.maps[GRADCAM_METHOD][0], OVERLAY_ALPHA)
+        return {"label": pcx.common.CLASS_NAMES[int(probability >= self.threshold)], "probability": probability,
                 "threshold": self.threshold, "model": self.name, "original": original, "overlay": overlay}
 
     def b64_png(self, image: np.ndarray) -> str:
         """Base64 of the PNG encoding of a uint8 image (in an image slot)."""
         with self.image_slots:
-            return base64.b64encode(fgc.png_bytes(image, compress_level=PNG_COMPRESS_LEVEL)).decode("ascii")
+            return base64.b64encode(pcx.gradcam.png_bytes(image, compress_level=PNG_COMPRESS_LEVEL)).decode("ascii")
 
 
 def list_examples(folder: str | os.PathLike) -> list[str]:
@@ -192,7 +157,7 @@ def create_app(model_path: str | os.PathLike | None = None) -> Flask:
     docstring for the routes; ``model_path`` as :func:`resolve_model_path`.
 
     Raises:
-        ModelNotFoundError: the model file given does not exist; fgc.ManifestError (a ValueError):
+        ModelNotFoundError: the model file given does not exist; pcx.common.ManifestError (a ValueError):
         models/manifest.json is missing or disagrees with its files; ValueError: not a suitable
         model, or a bad $MAX_UPLOAD_MB / $IMAGE_SLOTS.
     """
@@ -200,8 +165,8 @@ def create_app(model_path: str | os.PathLike | None = None) -> Flask:
                           _env_number(IMAGE_SLOTS_ENV_VAR, DEFAULT_IMAGE_SLOTS, "requests", int))
     app = Flask(__name__)
     app.request_class = InMemoryRequest
-    app.config["MAX_CONTENT_LENGTH"] = int(_env_number(MAX_UPLOAD_MB_ENV_VAR, DEFAULT_MAX_UPLOAD_MB, "megabytes")
-                                           * 2 ** 20)
+    max_upload_mb = _env_number(MAX_UPLOAD_MB_ENV_VAR, pcx.images.DEFAULT_MAX_UPLOAD_MB, "megabytes")
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 2 ** 20)
     app.config["EXAMPLES_DIR"] = EXAMPLES_DIR
     app.json.sort_keys = False
     app.extensions["predictor"] = predictor
@@ -219,14 +184,14 @@ def create_app(model_path: str | os.PathLike | None = None) -> Flask:
     def run(data: bytes, source: str) -> dict:
         try:
             return predictor.predict(data, source)
-        except fgc.ImageDecodeError as error:
+        except pcx.common.ImageDecodeError as error:
             abort(400, description=str(error))
 
     def page(status: int = 200, **context):
         return render_template("index.html", model=predictor.name, threshold=predictor.threshold,
                                examples=list_examples(app.config["EXAMPLES_DIR"]), disclaimer=DISCLAIMER,
                                max_upload_mb=app.config["MAX_CONTENT_LENGTH"] / 2 ** 20,
-                               upload_formats=", ".join(fgc.UPLOAD_FORMATS), **context), status
+                               upload_formats=", ".join(pcx.images.UPLOAD_FORMATS), **context), status
 
     def wants_html() -> bool:
         return request.path == "/" or request.path == "/predict"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import signal
@@ -41,6 +40,7 @@ import numpy as np
 import requests
 
 from common import cpu_model
+from pneumonia_cxr import jsonio
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_REQUESTS = 500
@@ -61,7 +61,6 @@ def default_images() -> tuple[Path, Path]:
 def served_model(model: str | None) -> Path:
     """The .keras file the app would serve for ``model`` (a path or a bundle name of
     models/manifest.json; None: $MODEL_PATH, else the manifest's default)."""
-    sys.path.insert(0, str(REPO))
     from app import ModelNotFoundError, resolve_model_path
     from pneumonia_cxr.manifest import ManifestError
 
@@ -225,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
               "load_average_1min_before": round(load_before, 2),
               "requests_per_measurement": args.requests, "warmup_per_image": args.warmup, "results": rows,
               "targets": targets_met(rows)}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    jsonio.write_json(report, args.output)
     print(f"Model {report['model']}, {os.cpu_count()} CPUs" +
           ("" if args.url else f", gunicorn {args.workers} workers x {args.threads} threads") + ":\n")
     print(markdown(rows))

@@ -38,10 +38,10 @@ def original_gradcam(img_array, model, last_conv_layer_name):
     import keras
     import tensorflow as tf
 
-    import functions_for_grad_cam as fgc
+    import pneumonia_cxr as pcx
 
     probability = float(model.predict(img_array, verbose=0)[0, 0])
-    conv_output = fgc.layer_output_feeding_model_output(model, model.get_layer(last_conv_layer_name))
+    conv_output = pcx.gradcam.layer_output_feeding_model_output(model, model.get_layer(last_conv_layer_name))
     grad_model = keras.Model(model.inputs[0], [conv_output, model.outputs[0]])
     with tf.GradientTape() as tape:
         # training=False, as Keras 2 defaulted to: in Keras 3 the CenterCrop first layer's call default
@@ -59,25 +59,25 @@ def untrained_networks(folder: Path) -> dict[str, tuple[object, str]]:
     """{entry name: (model, description)} of the three saved architectures with untrained weights."""
     import keras
 
-    import functions_for_grad_cam as fgc
+    import pneumonia_cxr as pcx
 
     keras.utils.set_random_seed(0)
     xception_weights = folder / "xception_random.weights.h5"
-    keras.applications.Xception(include_top=False, weights=None, input_shape=fgc.IMAGE_SHAPE).save_weights(xception_weights)
+    keras.applications.Xception(include_top=False, weights=None, input_shape=pcx.common.IMAGE_SHAPE).save_weights(xception_weights)
     return {
-        "gradcam_batch_scratch": (fgc.build_scratch_cnn(), "scratch CNN (build_scratch_cnn), random weights (seed 0)"),
-        "gradcam_batch_vgg16": (fgc.build_transfer_model(fgc.HED_BASE, pretrained=False)[0],
+        "gradcam_batch_scratch": (pcx.models.build_scratch_cnn(), "scratch CNN (build_scratch_cnn), random weights (seed 0)"),
+        "gradcam_batch_vgg16": (pcx.models.build_transfer_model(pcx.models.HED_BASE, pretrained=False)[0],
                                 "HED VGG16 transfer architecture (build_transfer_model, pretrained=False): random trunk and head"),
-        "gradcam_batch_xception": (fgc.build_xception_transfer(weights=xception_weights)[0],
+        "gradcam_batch_xception": (pcx.models.build_xception_transfer(weights=xception_weights)[0],
                                    "Xception transfer architecture (build_xception_transfer) with random Xception weights"),
     }
 
 
 def measure(model, images: np.ndarray, args, label: str) -> dict:
-    import functions_for_grad_cam as fgc
+    import pneumonia_cxr as pcx
 
     started = time.perf_counter()
-    explainer = fgc.GradCamExplainer(model, methods=("gradcam",))
+    explainer = pcx.gradcam.GradCamExplainer(model, methods=("gradcam",))
     explainer(images[:1], class_index=1)
     build_seconds = time.perf_counter() - started
     conv_name = explainer.last_conv_layer_name
@@ -108,11 +108,11 @@ def main() -> None:
     args = common.finish_args(parser.parse_args())
     n_images = 4 if args.quick else (args.images or 32)
 
-    import functions_for_grad_cam as fgc
+    import pneumonia_cxr as pcx
 
     paths, targets = common.class_files(args.data_root / "chest_xray_224" / "test")
     chosen, _ = common.interleave(paths, targets, n_images)
-    images = fgc.load_images(chosen)
+    images = pcx.pipeline.load_images(chosen)
     entries = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, (model, description) in untrained_networks(Path(folder)).items():

@@ -111,7 +111,7 @@ def measure(folder: Path, n_decode: int | None, n_memory: int | None, args, labe
             work: Path) -> Measured:
     """Run the interleaved comparison on ``folder`` (train split with NORMAL/ and PNEUMONIA/):
     decoding on ``n_decode`` files (None: all), in-memory on ``n_memory`` files."""
-    import functions_for_grad_cam as fgc
+    import pneumonia_cxr as pcx
 
     all_paths, all_targets = common.class_files(folder)
     n_decode = min(n_decode or len(all_paths), len(all_paths))
@@ -129,14 +129,14 @@ def measure(folder: Path, n_decode: int | None, n_memory: int | None, args, labe
     generator_class, _ = common.image_data_generator()
     in_memory = generator_class(rescale=1 / 255).flow(x, memory_targets, batch_size=BATCH_SIZE, shuffle=False)
 
-    decoding = fgc.make_dataset(ordered, ordered_targets, BATCH_SIZE, cache=False)
-    cached = fgc.make_dataset(memory_paths, memory_targets, BATCH_SIZE)
-    shuffled = fgc.make_dataset(memory_paths, memory_targets, BATCH_SIZE, shuffle=True)
+    decoding = pcx.pipeline.make_dataset(ordered, ordered_targets, BATCH_SIZE, cache=False)
+    cached = pcx.pipeline.make_dataset(memory_paths, memory_targets, BATCH_SIZE)
+    shuffled = pcx.pipeline.make_dataset(memory_paths, memory_targets, BATCH_SIZE, shuffle=True)
     filled = work / "decoded"
-    read_all(fgc.make_dataset(ordered, ordered_targets, BATCH_SIZE, cache=False, decoded_cache_dir=filled))
-    from_decoded_cache = fgc.make_dataset(ordered, ordered_targets, BATCH_SIZE, cache=False,
+    read_all(pcx.pipeline.make_dataset(ordered, ordered_targets, BATCH_SIZE, cache=False, decoded_cache_dir=filled))
+    from_decoded_cache = pcx.pipeline.make_dataset(ordered, ordered_targets, BATCH_SIZE, cache=False,
                                           decoded_cache_dir=filled)
-    shuffled_decoded = fgc.make_dataset(memory_paths, memory_targets, BATCH_SIZE, shuffle=True,
+    shuffled_decoded = pcx.pipeline.make_dataset(memory_paths, memory_targets, BATCH_SIZE, shuffle=True,
                                         decoded_cache_dir=filled)
     difference = float(np.abs(generator[0][0] - next(decoding.as_numpy_iterator())[0]).max())
     fresh = iter(range(10 ** 6))
@@ -144,7 +144,7 @@ def measure(folder: Path, n_decode: int | None, n_memory: int | None, args, labe
     def first_run() -> None:
         """A first run: an empty decoded cache, filled while reading (setup included)."""
         folder_ = work / f"empty-{next(fresh)}"
-        read_all(fgc.make_dataset(ordered, ordered_targets, BATCH_SIZE, cache=False, decoded_cache_dir=folder_))
+        read_all(pcx.pipeline.make_dataset(ordered, ordered_targets, BATCH_SIZE, cache=False, decoded_cache_dir=folder_))
         shutil.rmtree(folder_)
 
     functions = {
@@ -156,7 +156,7 @@ def measure(folder: Path, n_decode: int | None, n_memory: int | None, args, labe
         "ours_memory_shuffled": lambda: read_all(shuffled),
         "ours_memory_shuffled_decoded": lambda: read_all(shuffled_decoded),
         "baseline_setup": lambda: generator_over(decode_folder, 1 / 255),
-        "ours_setup": lambda: fgc.make_dataset(ordered, ordered_targets, BATCH_SIZE, cache=False,
+        "ours_setup": lambda: pcx.pipeline.make_dataset(ordered, ordered_targets, BATCH_SIZE, cache=False,
                                                decoded_cache_dir=filled),
         "ours_first_run": first_run,
     }

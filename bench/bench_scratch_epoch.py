@@ -75,20 +75,20 @@ def main() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     import keras
 
-    import functions_for_grad_cam as fgc
+    import pneumonia_cxr as pcx
 
     train_dir = args.data_root / "chest_xray_224" / "train"
     paths, targets = common.class_files(train_dir)
     keras.utils.set_random_seed(0)
-    reference = fgc.build_scratch_cnn(fused_batch_norm=False)
+    reference = pcx.models.build_scratch_cnn(fused_batch_norm=False)
     initial = reference.get_weights()
-    precision = fgc.training_precision("auto")
+    precision = pcx.training.training_precision("auto")
 
     def fresh_model(fused: bool, policy: str = "float32", jit: bool = False):
-        with fgc.dtype_policy(policy):
-            model = fgc.build_scratch_cnn(fused_batch_norm=fused)
+        with pcx.training.dtype_policy(policy):
+            model = pcx.models.build_scratch_cnn(fused_batch_norm=fused)
             model.set_weights(initial)
-            fgc.compile_binary_classifier(model)
+            pcx.models.compile_binary_classifier(model)
         model.jit_compile = jit
         return model
 
@@ -108,7 +108,7 @@ def main() -> None:
     # Ours and its parts: make_dataset over steps*16 images (both classes), cached, shuffled
     # (the dataset reshuffles itself every epoch: fit(shuffle=False) only silences Keras' warning).
     chosen, chosen_targets = common.interleave(paths, targets, steps * batch_size)
-    dataset = fgc.make_dataset(chosen, chosen_targets, batch_size=batch_size, shuffle=True, seed=0)
+    dataset = pcx.pipeline.make_dataset(chosen, chosen_targets, batch_size=batch_size, shuffle=True, seed=0)
     variants = {"keras_bn_float32": (False, "float32", False), "fused_bn_float32": (True, "float32", False),
                 "ours": (True, precision, False)}
     if args.with_jit:
@@ -146,7 +146,7 @@ def main() -> None:
              f"{len(paths) / rate['ours'] / 60:.1f} min ours. Baseline: {where}.flow_from_directory + "
              f"keras.layers.BatchNormalization + model.fit defaults (jit_compile auto -> False on CPU). "
              f"{parts}. Training precision chosen by training_precision('auto') on this machine: {precision}"
-             f" (native bfloat16: {fgc.cpu_has_native_bfloat16()}). Forward {flops_forward / 1e9:.2f} "
+             f" (native bfloat16: {pcx.training.cpu_has_native_bfloat16()}). Forward {flops_forward / 1e9:.2f} "
              f"GFLOP/image (analytic, Conv2D+Dense), train step taken as 3x forward; peak "
              f"{peak / 1e9:.1f} GFLOP/s = float32 tf.matmul rate on this machine (bfloat16 matmul: "
              f"{peak_bf16 / 1e9:.1f} GFLOP/s). Threads intra/inter: "

@@ -40,7 +40,7 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    import functions_for_grad_cam as fgc
+    import pneumonia_cxr as pcx
     from pneumonia_cxr.training import _view_sampler
 
     train_dir = args.data_root / "chest_xray_224" / "train"
@@ -51,20 +51,20 @@ def main() -> None:
     frame = pd.DataFrame({"path": chosen, "target": chosen_targets,
                           "sha256": [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in chosen]})
     keras.utils.set_random_seed(0)
-    model, head = fgc.build_transfer_model(fgc.HED_BASE)
-    images = fgc.load_images(chosen)
+    model, head = pcx.models.build_transfer_model(pcx.models.HED_BASE)
+    images = pcx.pipeline.load_images(chosen)
 
     # Original's way: the full model (frozen base) fit on images.
-    fgc.compile_binary_classifier(model)
+    pcx.models.compile_binary_classifier(model)
     full = common.time_runs(lambda: model.fit(images, y, batch_size=batch_size, epochs=1, verbose=0),
                             args.repeats, args.warmup)
 
     # Ours, once: features of the images through the frozen base, into a fresh cache folder each run.
-    extractor = fgc.feature_extractor(model)
+    extractor = pcx.models.feature_extractor(model)
 
     def extract():
         with tempfile.TemporaryDirectory() as cache_dir:
-            features, loaded = fgc.cached_features(extractor, frame, cache_dir)
+            features, loaded = pcx.training.cached_features(extractor, frame, cache_dir)
             assert not loaded
         return features
 
@@ -76,7 +76,7 @@ def main() -> None:
     reps = -(-n_head // n_images)
     head_x = np.tile(features, (reps, 1, 1, 1))[:n_head]
     head_y = np.tile(y, reps)[:n_head]
-    fgc.compile_binary_classifier(head)
+    pcx.models.compile_binary_classifier(head)
     sampler = _view_sampler(head_x[None], head_y, batch_size, seed=0)
     head_epoch = common.time_runs(lambda: head.fit(sampler, epochs=1, verbose=0), args.repeats, args.warmup)
 

@@ -22,18 +22,17 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from pneumonia_cxr import jsonio
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 DEFAULT_OUTPUT = REPO / "bench" / "results.json"
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
@@ -229,8 +228,7 @@ def merge_results(path: Path, entries: dict, quick: bool = False) -> None:
     results["machine"] = machine
     handle, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     with os.fdopen(handle, "w") as out:
-        json.dump(results, out, indent=2, sort_keys=True)
-        out.write("\n")
+        out.write(jsonio.dumps(results, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
     for name, entry in entries.items():
         print(f"{name}: baseline {entry['baseline']} / ours {entry['ours']} {entry['unit']} "

@@ -1,4 +1,5 @@
-"""Render bench/results.json as a markdown table (printed; ``render_table`` returns it).
+"""Render bench/results.json as a markdown table (printed; ``render_table`` returns it), and
+bench/precision_check.json (``render_precision_check``).
 
     .venv/bin/python bench/render_table.py [--results bench/results.json] [--no-notes]
 """
@@ -7,8 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-import common  # noqa: F401  (puts the repository on sys.path)
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -43,7 +42,7 @@ def render_table(results: dict, notes: bool = True) -> str:
     on the software of the last run and on dates taken from commits."""
     import pandas as pd
 
-    import functions_for_grad_cam as fgc
+    import pneumonia_cxr as pcx
 
     rows = []
     for name in sorted(k for k in results if k != "machine"):
@@ -57,7 +56,7 @@ def render_table(results: dict, notes: bool = True) -> str:
         if notes:
             row["notes"] = entry.get("notes", "")
         rows.append(row)
-    lines = [fgc.markdown_table(pd.DataFrame(rows))]
+    lines = [pcx.evaluation.markdown_table(pd.DataFrame(rows))]
     machine = results.get("machine")
     if machine:
         lines.append(f"Last run {machine.get('date', '')} on {machine.get('cpu')}, {machine.get('cores')} cores: "
@@ -70,6 +69,29 @@ def render_table(results: dict, notes: bool = True) -> str:
         lines.append(f"{COMMIT_DATE_MARK} {source[:1].upper()}{source[1:]} ({', '.join(commits)}): the run itself was earlier and its "
                      f"date was not stored.")
     return "\n\n".join(lines)
+
+
+def render_precision_check(report: dict) -> str:
+    """bench/precision_check.json (bench/check_bf16_accuracy.py) as markdown: one row per precision and
+    seed, then the rule and its verdict (or why there is none)."""
+    import pandas as pd
+
+    import pneumonia_cxr as pcx
+
+    rows = [{"training precision": run["precision"], "seed": run["seed"], "kept epoch": f"{run['best_epoch']} of {run['epochs_run']}",
+             "val log loss": run["val_log_loss"], "val ROC-AUC": run["val_roc_auc"],
+             "median abs(logit)": run["median_abs_logit"], "threshold (logit)": run["threshold_logit"],
+             "minutes": round(run["seconds"] / 60, 1)}
+            for runs in report["runs"].values() for run in runs]
+    setup = report["setup"]
+    if report["safe"] is None:
+        verdict = f"no verdict: {report['note']}"
+    else:
+        verdict = (f"mixed_bfloat16 training is **{'safe' if report['safe'] else 'NOT safe'}** (ROC-AUC drop "
+                   f"{report['auc_drop']:+.3f}, log loss rise {report['log_loss_rise']:+.3f}, seed means)")
+    return (pcx.evaluation.markdown_table(pd.DataFrame(rows)) +
+            f"\n\nRule ({report['rule']}): {verdict}. Train {setup['train_n']} / validation {setup['val_n']} images, "
+            f"seeds {setup['seeds']}, {report['machine']['cpu']}, {setup['date']}.")
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ IMAGE_SHAPE: tuple[int, int, int] = (*IMAGE_SIZE, 3)
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff"})
 KAGGLE_DATASET = "paultimothymooney/chest-xray-pneumonia"
 DATA_ENV_VAR = "CHEST_XRAY_DIR"
-MAX_IMAGE_PIXELS = 16_000_000  # refuse larger images (memory, decompression bombs); originals are < 9 MP
 PIPELINE_VERSION = "resize-bilinear-antialias-v1"  # part of feature-cache keys: change with preprocessing
 JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
 
@@ -49,6 +48,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 DISPLAY_NAMES: dict[str, str] = {  # code name -> the name figures, tables and the README show
     "scratch_cnn": "Scratch CNN",
     "vggface_transfer": "VGG-Face transfer",
+    "face_dlib_resnet": "Face-recognition base (dlib ResNet)",
     "hed_vgg16_transfer": "HED-VGG16 transfer",
     "xception_imagenet_transfer": "ImageNet Xception transfer",
     "ensemble": "Cross-model ensemble",

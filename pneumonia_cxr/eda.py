@@ -12,7 +12,8 @@ import pandas as pd
 from PIL import Image
 
 from .common import CLASS_NAMES, SPLITS
-from .data import decode_image_bytes, subsample_per_class
+from .dataset import subsample_per_class
+from .images import decode_image_bytes
 from .plots import _new_figure, _plain_log_axis, _save_figure
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Thresholds, metrics with bootstrap intervals, McNemar, result tables and README sections."""
+"""Thresholds, metrics with bootstrap intervals, McNemar and result tables."""
 from __future__ import annotations
 
 import os
@@ -14,13 +14,15 @@ from .common import PUBLISHED_RESULTS
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
-def binary_metrics(y_true: Sequence[int], probabilities: Sequence[float], threshold: float) -> dict[str, float]:
-    """accuracy, balanced_accuracy, sensitivity, specificity, precision, f1, roc_auc, pr_auc."""
+def binary_metrics(y_true: Sequence[int], logits: Sequence[float], threshold: float) -> dict[str, float]:
+    """accuracy, balanced_accuracy, sensitivity, specificity, precision, f1, roc_auc, pr_auc of
+    ``logits`` called PNEUMONIA at or above ``threshold`` (a logit too; any score that rises with
+    PNEUMONIA works, with a threshold on its own scale)."""
     from sklearn import metrics
 
     y_true = np.asarray(y_true)
-    probabilities = np.asarray(probabilities)
-    y_pred = (probabilities >= threshold).astype(int)
+    logits = np.asarray(logits)
+    y_pred = (logits >= threshold).astype(int)
     both_classes = len(np.unique(y_true)) == 2
     return {
         "accuracy": metrics.accuracy_score(y_true, y_pred),
@@ -29,24 +31,24 @@ def binary_metrics(y_true: Sequence[int], probabilities: Sequence[float], thresh
         "specificity": metrics.recall_score(y_true, y_pred, pos_label=0, zero_division=0),
         "precision": metrics.precision_score(y_true, y_pred, zero_division=0),
         "f1": metrics.f1_score(y_true, y_pred, zero_division=0),
-        "roc_auc": metrics.roc_auc_score(y_true, probabilities) if both_classes else np.nan,
-        "pr_auc": metrics.average_precision_score(y_true, probabilities) if both_classes else np.nan,
+        "roc_auc": metrics.roc_auc_score(y_true, logits) if both_classes else np.nan,
+        "pr_auc": metrics.average_precision_score(y_true, logits) if both_classes else np.nan,
     }
 
 
-def bootstrap_ci(y_true: Sequence[int], probabilities: Sequence[float], threshold: float,
+def bootstrap_ci(y_true: Sequence[int], logits: Sequence[float], threshold: float,
                  n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
     """Percentile bootstrap intervals of every :func:`binary_metrics` value, resampling cases.
 
     Returns {"<metric>_ci95": [low, high]} (level 0.95 by default)."""
     y_true = np.asarray(y_true)
-    probabilities = np.asarray(probabilities)
+    logits = np.asarray(logits)
     rng = np.random.default_rng(seed)
     samples = []
     for _ in range(n_resamples):
         rows = rng.integers(0, len(y_true), len(y_true))
         if len(np.unique(y_true[rows])) == 2:
-            samples.append(binary_metrics(y_true[rows], probabilities[rows], threshold))
+            samples.append(binary_metrics(y_true[rows], logits[rows], threshold))
     table = pd.DataFrame(samples)
     tail = (1 - level) / 2 * 100
     return {f"{name}_ci95": [float(np.percentile(table[name], tail)), float(np.percentile(table[name], 100 - tail))]
@@ -67,11 +69,12 @@ def mcnemar_exact(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence
     return {"a_right_b_wrong": b, "a_wrong_b_right": c, "p_value": p_value}
 
 
-def evaluate_on_test(y_true: Sequence[int], probabilities: Sequence[float], threshold: float,
+def evaluate_on_test(y_true: Sequence[int], logits: Sequence[float], threshold: float,
                      n_resamples: int = 2000, seed: int = 0) -> dict[str, float | list[float]]:
-    """Point metrics and their 95% bootstrap intervals, as stored in ``results/metrics.json``."""
-    return {**scored(y_true, probabilities, threshold),
-            **bootstrap_ci(y_true, probabilities, threshold, n_resamples, seed)}
+    """Point metrics and their 95% bootstrap intervals at a logit threshold, as stored in
+    ``results/metrics.json``."""
+    return {**scored(y_true, logits, threshold),
+            **bootstrap_ci(y_true, logits, threshold, n_resamples, seed)}
 
 
 def sigmoid(logits) -> np.ndarray:
@@ -123,9 +126,12 @@ SELECTION_RULE: tuple[str, ...] = (  # fixed before the test set is scored; the 
     "Saved seed of each family: the lowest pooled validation log loss.",
     "Cross-model ensemble: the subset of families whose mean logit has the lowest pooled validation log loss; "
     "when that subset is one family, no cross-model ensemble is kept.",
-    "Served network (the app's default): the saved seed with the lowest pooled validation log loss over families.",
+    "Served network (the app's default): the saved seed with the lowest pooled validation log loss over the "
+    "families saved as Keras networks (the app serves those; the face-recognition family computes in dlib).",
     "Xception recipe (fine-tuned block, learning rate): kept from the earlier validation-only search "
     "(results/xception_recipe_choice.json, clean validation loss); not searched again under this rule.",
+    "Set outside the rule, by the compute of a 2-core CPU and before any scoring: the scratch CNN's input size "
+    "(128 px), the seeds (3 per family), the epoch caps, and which families run.",
 )
 
 
@@ -173,6 +179,36 @@ def family_entry(y_val: Sequence[int], seeds: list[dict]) -> dict:
     threshold = logit_threshold(y_val, ensemble)
     return {"status": "ok", "seeds": records, "threshold": threshold,
             "threshold_probability": float(sigmoid(threshold)), "val": scored(y_val, ensemble, threshold)}
+
+
+def ensemble_entry(y_val: Sequence[int], val_logits: dict[str, np.ndarray], members: Sequence[str]) -> dict:
+    """The cross-model ensemble's validation-side record: its members, the threshold (Youden's J on the
+    mean of the members' logits) and the validation metrics there."""
+    logits = mean_logit([val_logits[m] for m in members])
+    threshold = logit_threshold(y_val, logits)
+    return {"status": "ok", "members": list(members), "threshold": threshold,
+            "threshold_probability": float(sigmoid(threshold)), "val": scored(y_val, logits, threshold)}
+
+
+def precision_agreement(y_val: Sequence[int], fast: Sequence[float], exact: Sequence[float]) -> dict[str, float]:
+    """How far logits from reduced-precision (bfloat16) features ``fast`` stray from the float32 ones
+    ``exact`` on the same images: the largest absolute logit difference, the share of images given the
+    same label at the float32 logits' validation threshold, and the ROC-AUC of both."""
+    fast, exact = np.asarray(fast, np.float64), np.asarray(exact, np.float64)
+    cut = logit_threshold(y_val, exact)
+    return {"max |logit difference|": float(np.max(np.abs(fast - exact))),
+            "same label": float(np.mean((fast >= cut) == (exact >= cut))),
+            "roc_auc (bfloat16)": scored(y_val, fast, cut)["roc_auc"], "roc_auc (float32)": scored(y_val, exact, cut)["roc_auc"]}
+
+
+def chosen_on_validation(xception_choice: str, recipe_file: str, members: Sequence[str], served: str) -> list[str]:
+    """What a run chose on validation data, in words, for the protocol of ``results/metrics.json``."""
+    return ["epochs: early stopping on clean validation loss, best weights restored, within the epoch caps",
+            "thresholds: Youden's J on pooled validation logits (clean + perturbations), midpoint between neighbouring logits",
+            f"Xception recipe: {xception_choice} ({recipe_file}, lowest clean validation loss, earlier search)",
+            f"cross-model ensemble members: {list(members) if len(members) > 1 else 'none kept'} "
+            "(lowest pooled validation log loss of the mean logit)",
+            f"saved seed per family and the served network ({served}): lowest pooled validation log loss"]
 
 
 def score_on_test(entry: dict, y_test: Sequence[int], seed_test_logits: Sequence[Sequence[float]],
@@ -287,9 +323,11 @@ def results_table(metrics: dict) -> pd.DataFrame:
 
 
 def _mean_sd(spread: dict, name: str) -> str:
+    """``mean ± sd``; the mean alone where there is no spread (one seed: sd NaN, or null in JSON)."""
     if f"{name}_mean" not in spread:
         return ""
-    return f"{spread[f'{name}_mean']:.3f} ± {spread[f'{name}_sd']:.3f}"
+    sd = _fmt(spread.get(f"{name}_sd"))
+    return f"{spread[f'{name}_mean']:.3f}" + (f" ± {sd}" if sd else "")
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -315,18 +353,6 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def replace_marked_section(path: str | os.PathLike, marker: str, content: str) -> None:
-    """Replace the text between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` in a file."""
-    path = Path(path)
-    text = path.read_text()
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    if start not in text or end not in text:
-        raise ValueError(f"{path}: markers {start} / {end} not found")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{content}\n{end}{tail}")
-
-
 def fullsize_copy_pairs(fullsize_dir: str | os.PathLike, small_dir: str | os.PathLike,
                         splits: Sequence[str] = ("test",)) -> list[tuple[Path, Path]]:
     """(full-size original, its 224 px copy) pairs of the given splits, both classes, sorted: every
@@ -345,7 +371,7 @@ def train_serve_gaps(model, pairs: Sequence[tuple[str | os.PathLike, str | os.Pa
     """How close what the app computes is to what training saw: per (full-size original, its 224 px
     copy) pair, the probability of PNEUMONIA from each, each decoded and preprocessed as the app does
     (``load_image_for_model``), and ``abs_diff`` = |p(original) - p(copy)|."""
-    from .data import load_image_for_model
+    from .images import load_image_for_model
 
     rows = []
     for original, copy in pairs:

@@ -34,7 +34,8 @@ def compile_binary_classifier(model, learning_rate: float = 1e-3):
     return model
 
 
-def build_scratch_cnn(input_shape: tuple[int, int, int] = IMAGE_SHAPE, fused_batch_norm: bool = True):
+def build_scratch_cnn(input_shape: tuple[int, int, int] = IMAGE_SHAPE, fused_batch_norm: bool = True,
+                      input_size: int | None = None, preprocessing: bool = True):
     """The original study's CNN: 4 x (Conv 3x3 ReLU, BatchNorm, MaxPool 2x2) with 32, 64, 128, 128
     filters; Flatten; Dense 512 ReLU; Dropout 0.5; Dense 1 sigmoid. Input (224, 224, 3) in [0, 1].
     The last convolution is named ``conv4``.
@@ -44,13 +45,26 @@ def build_scratch_cnn(input_shape: tuple[int, int, int] = IMAGE_SHAPE, fused_bat
     twice as fast on a CPU; False builds Keras' own layer, as the original did. The output layer
     computes in float32 under any dtype policy: a bfloat16 sigmoid rounds to exactly 1 (or 0) once
     |logit| > ~6, where the clipped cross-entropy has no gradient, and mixed_bfloat16 training of
-    this CNN then collapses to one class (bench/check_bf16_accuracy.py saw it)."""
+    this CNN then collapses to one class (bench/check_bf16_accuracy.py saw it).
+
+    ``input_size`` (pixels): the side at which the convolutions run; when it differs from the crop, a
+    ``Resizing`` layer (bilinear, no antialias) named ``resize`` follows the crop. ``preprocessing=False``
+    builds the same network without crop and resize, taking (input_size, input_size, 3) views that are
+    already cropped and resized (:func:`pneumonia_cxr.augmentation.augment_images`); its weights copy
+    one to one into the network with them."""
     keras = _keras()
     layers = keras.layers
     batch_norm = custom_layers()["FusedBatchNormalization"] if fused_batch_norm else layers.BatchNormalization
     model = keras.Sequential(name="scratch_cnn")
-    model.add(keras.Input(input_shape, name="image"))
-    model.add(centre_crop_layer(input_shape))
+    crop = centre_crop_layer(input_shape)
+    input_size = input_size or crop.height
+    if preprocessing:
+        model.add(keras.Input(input_shape, name="image"))
+        model.add(crop)
+        if input_size != crop.height:
+            model.add(layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize"))
+    else:
+        model.add(keras.Input((input_size, input_size, input_shape[2]), name="view"))
     for block, filters in enumerate((32, 64, 128, 128), start=1):
         model.add(layers.Conv2D(filters, 3, activation="relu", name=f"conv{block}"))
         model.add(batch_norm(name=f"bn{block}"))

@@ -73,10 +73,10 @@ def _plain_log_axis(axis, which: str = "y") -> None:
     target.set_minor_formatter(FuncFormatter(some))
 
 
-def plot_training_curves(history: dict, title: str):
-    """Accuracy and loss per epoch, train vs validation (whole-number epoch ticks, loss on a log
-    scale so that one large epoch does not flatten the rest); legends give mean ± std over epochs.
-    Model code names in ``title`` are shown by their readable names."""
+def plot_training_curves(history: dict, best_epoch: int, title: str):
+    """Accuracy and loss per epoch, train vs validation (whole-number epoch ticks, loss on a log scale
+    so that one large epoch does not flatten the rest), with the kept epoch (lowest validation loss)
+    marked. Model code names in ``title`` are shown by their readable names."""
     from matplotlib.ticker import MaxNLocator
 
     figure = _pyplot_figure(11, 4)
@@ -84,43 +84,57 @@ def plot_training_curves(history: dict, title: str):
     epochs = np.arange(1, len(history["loss"]) + 1)
     title = readable_names(title)
     for axis, metric in zip(axes, ("accuracy", "loss")):
-        for key, name in ((metric, "train"), (f"val_{metric}", "validation")):
-            values = np.asarray(history[key], dtype=float)
-            axis.plot(epochs, values, marker="o", label=f"{name} ({values.mean():.3f} ± {values.std():.3f})")
+        for key, name in ((metric, "train (augmented)"), (f"val_{metric}", "validation")):
+            axis.plot(epochs, np.asarray(history[key], dtype=float), marker="o", label=name)
+        axis.axvline(best_epoch, color="grey", linestyle="--", label=f"kept: epoch {best_epoch} of {len(epochs)}")
         if metric == "loss":
             _plain_log_axis(axis, "y")
-        axis.set(xlabel="epoch", ylabel=f"{metric} (log scale)" if metric == "loss" else metric,
+        axis.set(xlabel="epoch", ylabel="binary cross-entropy (log scale)" if metric == "loss" else "accuracy",
                  title=f"{title}: {metric}")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.legend()
     return figure
 
 
-def plot_confusion_matrices(y_true: Sequence[int], predictions: dict[str, Sequence[int]]):
-    """One confusion matrix (counts) per model, rows true class, columns predicted class; panels
-    titled with the models' readable names."""
-    from sklearn.metrics import ConfusionMatrixDisplay
+def plot_confusion_matrices(y_true: Sequence[int], predictions: dict[str, Sequence[int]],
+                            thresholds: dict[str, float]):
+    """One confusion matrix per model, rows true class, columns predicted class; each cell gives the count
+    and its share of the true class (so the diagonal reads as specificity and sensitivity); panels titled
+    with the models' readable names and their probability threshold (``thresholds``, fixed on validation)."""
+    from sklearn.metrics import confusion_matrix
 
-    figure = _pyplot_figure(4.2 * len(predictions), 4.2)
+    figure = _pyplot_figure(4.2 * len(predictions), 4.4)
     axes = figure.subplots(1, len(predictions), squeeze=False)
     for axis, (name, y_pred) in zip(axes[0], predictions.items()):
-        ConfusionMatrixDisplay.from_predictions(y_true, y_pred, display_labels=CLASS_NAMES, ax=axis,
-                                                colorbar=False, cmap="Blues")
-        axis.set_title(readable_names(name))
-    figure.suptitle("Confusion matrices, official test set")
+        counts = confusion_matrix(y_true, y_pred, labels=[0, 1])
+        shares = counts / counts.sum(axis=1, keepdims=True)
+        axis.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+        for row in range(2):
+            for column in range(2):
+                axis.text(column, row, f"{counts[row, column]}\n{shares[row, column]:.0%}", ha="center", va="center",
+                          color="white" if shares[row, column] > 0.5 else "black", fontsize=12)
+        axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
+                 xlabel="predicted", ylabel="true", title=f"{readable_names(name)}\nthreshold {thresholds[name]:.3f}")
+    figure.suptitle(f"Confusion matrices, official test set ({len(y_true)} images; % of each true class)")
     return figure
 
 
-def plot_roc_curves(y_true: Sequence[int], probabilities: dict[str, Sequence[float]]):
-    """ROC curves of all models in one plot, AUC in the legend (readable model names)."""
+def plot_roc_curves(y_true: Sequence[int], probabilities: dict[str, Sequence[float]], thresholds: dict[str, float]):
+    """ROC curves of all models in one plot, AUC in the legend (readable model names), each model's
+    operating point at its validation ``thresholds`` (probability) marked."""
     from sklearn.metrics import RocCurveDisplay
 
     figure = _pyplot_figure(5.5, 5)
     axis = figure.subplots()
+    y_true = np.asarray(y_true)
     for name, p in probabilities.items():
-        RocCurveDisplay.from_predictions(y_true, p, name=readable_names(name), ax=axis)
+        display = RocCurveDisplay.from_predictions(y_true, p, name=readable_names(name), ax=axis)
+        predicted = np.asarray(p) >= thresholds[name]
+        axis.plot(np.mean(predicted[y_true == 0]), np.mean(predicted[y_true == 1]), "o", markersize=8,
+                  color=display.line_.get_color())
     axis.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
-    axis.set(title="ROC curves, official test set", xlabel="1 - specificity", ylabel="sensitivity")
+    axis.set(title=f"ROC curves, official test set ({len(y_true)} images)\ndots: operating points at the validation thresholds",
+             xlabel="1 - specificity", ylabel="sensitivity")
     axis.legend(loc="lower right")
     return figure
 

@@ -96,8 +96,9 @@ def readable_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """``frame`` as a reader should see it: column and index names in words
     (:func:`readable_column`), model code names in cells and index as their readable names,
     floats rounded to ``digits`` decimals and float columns that hold only whole numbers shown as
-    integers (``3.000`` -> ``3``). Returns a new DataFrame; ``frame`` is left as it is."""
-    table = frame.copy()
+    integers (``3.000`` -> ``3``). Returns a new DataFrame; ``frame`` is left as it is. Columns of
+    Python objects (e.g. after a transpose) are first given the dtype their values share."""
+    table = frame.infer_objects()
     for column in table.columns:
         values = table[column]
         if pd.api.types.is_bool_dtype(values):
@@ -127,6 +128,7 @@ def readable_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 FAMILIES_PRETRAINED_FOR = {  # what each transfer family's base was trained for
     "vggface_transfer": "faces",
+    "face_dlib_resnet": "face recognition",
     "hed_vgg16_transfer": "edge detection",
     "xception_imagenet_transfer": "object photos",
 }

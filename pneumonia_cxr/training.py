@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from .common import IMAGE_SHAPE, PIPELINE_VERSION
-from .augmentation import AUGMENTATION, build_augmentation, perturb_images
-from .data import make_dataset
-from .models import _keras, build_scratch_cnn, compile_binary_classifier, output_layer_input
+from .augmentation import (AUGMENTATION, augment_images, draw_augmentation, identity_augmentation, perturb_images,
+                           sampling_transforms)
+from .pipeline import make_dataset
+from .models import CROP_SIZE, _keras, build_scratch_cnn, compile_binary_classifier, output_layer_input
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,14 +117,18 @@ def cached_features(extractor, index: pd.DataFrame, cache_dir: str | os.PathLike
 
 
 def augmented_view(seed: int) -> tuple[str, BatchTransform]:
-    """(view name, transform) of one augmented view: :func:`build_augmentation` seeded with ``seed``,
-    its settings (:data:`AUGMENTATION`) part of the name, so a change of either is a new cache entry."""
-    augment = build_augmentation(seed)
+    """(view name, transform) of one augmented view of whole 224 x 224 images (for a frozen network,
+    whose own first layer crops): :func:`augment_images` with parameters drawn for batch ``b`` from seed
+    ``[seed, b]``; its settings (:data:`AUGMENTATION`) and code are part of the name, so a change of
+    either is a new cache entry."""
     settings = ",".join(f"{k}={v}" for k, v in sorted(AUGMENTATION.items()))
-    layers = [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
-              for layer in augment.layers]  # names left out: Keras numbers them by how many were built before
-    return (f"augment-seed{seed}-{settings}-{_code_digest(layers, build_augmentation)}",
-            lambda batch, _: np.asarray(augment(batch, training=True)))
+    side = IMAGE_SHAPE[0]
+
+    def transform(batch: np.ndarray, number: int) -> np.ndarray:
+        return augment_images(batch, draw_augmentation(np.random.default_rng([seed, number]), len(batch)), side, side)
+
+    digest = _code_digest(draw_augmentation, sampling_transforms, augment_images)
+    return f"augment-seed{seed}-{settings}-{digest}", transform
 
 
 def _code_digest(*parts) -> str:
@@ -162,7 +167,8 @@ def frozen_features(extractor, subsets: dict[str, pd.DataFrame], cache_dir: str 
     perturbation, as ``features["val_<kind>"]``. Returns the features and the seconds spent computing
     (0.0 when all came from the cache)."""
     start, hits, features = time.perf_counter(), [], {}
-    identity = extractor_identity(extractor)  # once for every view of every subset
+    # once for every view of every subset; an extractor outside Keras (dlib) carries its own identity
+    identity = getattr(extractor, "identity", None) or extractor_identity(extractor)
     for name, frame in subsets.items():
         values, hit = cached_features(extractor, frame, cache_dir, identity=identity)
         hits.append(hit)
@@ -254,23 +260,87 @@ def frozen_extractor(build: Callable[[], "keras.Model"], cut: Callable[["keras.M
     return model, cut(fast)
 
 
-def train_scratch_cnn(train_data, val_data, class_weight: dict[int, float], epochs: int,
-                      patience: int = 3, precision: str = "auto", learning_rate: float = 1e-3,
-                      input_shape: tuple[int, int, int] = IMAGE_SHAPE, verbose: int = 2):
-    """Build, compile and train the scratch CNN in ``precision`` (see ``training_precision``) with
-    class weights and early stopping on validation loss.
+SCRATCH_RECIPE: dict = {  # the scratch CNN's default recipe, the same on every CPU
+    "input_size": 128,  # pixels: the 196 px centre crop resized to this side (docs/reproducibility.md: why)
+    "batch_size": 32,
+    "max_epochs": 12,  # cap; early stopping on validation loss picks the epoch
+    "patience": 3,
+    "learning_rate": 1e-3,
+    "precision": "float32",  # "mixed_bfloat16" is opt-in (bench/check_bf16_accuracy.py)
+}
 
-    Returns (model, result): the model is a float32 scratch CNN holding the trained weights of the
-    best epoch (under mixed_bfloat16 the weights are float32 already; only the computation was
-    bfloat16), so evaluation, Grad-CAM and saving never depend on the training precision;
-    ``result.precision`` names the policy used.
-    """
-    policy = training_precision(precision)
+
+def grey_uint8(images: np.ndarray) -> np.ndarray:
+    """Images float32 (N, H, W, 3) in [0, 1] -> uint8 (N, H, W, 1): the mean of the channels, rounded
+    (the X-rays are grey; a colour file becomes its grey level)."""
+    return np.clip(np.rint(np.asarray(images, np.float32).mean(axis=3, keepdims=True) * 255.0), 0, 255).astype(np.uint8)
+
+
+def load_grey_images(paths: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """The files in ``paths`` as model inputs (:func:`make_dataset`), held as uint8 grey (N, 224, 224, 1):
+    a twelfth of float32 RGB in memory (4,709 training images: 236 MB)."""
+    batches = make_dataset(list(paths), batch_size=batch_size, cache=False).as_numpy_iterator()
+    return np.concatenate([grey_uint8(batch) for batch in batches])
+
+
+def cropped_views(images: np.ndarray, input_size: int) -> np.ndarray:
+    """What the saved scratch CNN's centre crop and resize make of images (N, 224, 224, C):
+    float32 (N, input_size, input_size, 3), computed by the same resampling as the training views."""
+    return np.concatenate([augment_images(images[i:i + 64], identity_augmentation(len(images[i:i + 64])), CROP_SIZE,
+                                          input_size) for i in range(0, len(images), 64)])
+
+
+def augmented_batches(grey: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, input_size: int):
+    """A ``keras.utils.PyDataset`` of augmented training views: each epoch visits every image once in a
+    new order (seed ``[seed, epoch]``); batch ``b`` of epoch ``e`` draws its parameters from seed
+    ``[seed, e, b]`` (:func:`draw_augmentation`) and resamples the centre crop to ``input_size`` in one
+    pass (:func:`augment_images`): (views float32 (B, input_size, input_size, 3), targets float32 (B,))."""
+    keras = _keras()
+    targets = np.asarray(targets, np.float32)
+
+    class AugmentedBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+            self.order = np.random.default_rng([seed, 0]).permutation(len(grey))
+
+        def __len__(self):
+            return -(-len(grey) // batch_size)
+
+        def __getitem__(self, number):
+            rows = np.sort(self.order[number * batch_size:(number + 1) * batch_size])
+            params = draw_augmentation(np.random.default_rng([seed, self.epoch, number]), len(rows))
+            return augment_images(grey[rows], params, CROP_SIZE, input_size), targets[rows]
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self.order = np.random.default_rng([seed, self.epoch]).permutation(len(grey))
+
+    return AugmentedBatches()
+
+
+def train_scratch_cnn(train_grey: np.ndarray, train_targets: np.ndarray, val_images: np.ndarray,
+                      val_targets: np.ndarray, class_weight: dict[int, float], seed: int,
+                      recipe: dict | None = None, verbose: int = 0):
+    """Train the scratch CNN with ``recipe`` (default :data:`SCRATCH_RECIPE`), class weights and early
+    stopping on validation loss, seeded by ``seed`` (weights, order, augmentation).
+
+    ``train_grey``: uint8 (N, 224, 224, 1) (:func:`load_grey_images`); ``val_images``: float32
+    (M, 224, 224, 3) in [0, 1]. A network without crop and resize trains on views already cropped and
+    resized to ``recipe["input_size"]``; its weights are then copied into the float32 network that has
+    them (input 224 x 224 x 3), which is what is returned, evaluated, explained and saved, whatever the
+    training precision. Returns (model, result)."""
+    recipe = {**SCRATCH_RECIPE, **(recipe or {})}
+    size, policy = recipe["input_size"], training_precision(recipe["precision"])
+    seed_everything(seed)
     with dtype_policy(policy):
-        trained = compile_binary_classifier(build_scratch_cnn(input_shape), learning_rate)
-        result = train_with_early_stopping(trained, train_data, val_data, class_weight, epochs, patience,
+        trained = compile_binary_classifier(build_scratch_cnn(input_size=size, preprocessing=False),
+                                            recipe["learning_rate"])
+        train = augmented_batches(train_grey, train_targets, recipe["batch_size"], seed, size)
+        val = (cropped_views(val_images, size), np.asarray(val_targets, np.float32))
+        result = train_with_early_stopping(trained, train, val, class_weight, recipe["max_epochs"], recipe["patience"],
                                            verbose=verbose)
-    model = compile_binary_classifier(build_scratch_cnn(input_shape), learning_rate)
+    model = compile_binary_classifier(build_scratch_cnn(input_size=size), recipe["learning_rate"])
     model.set_weights(trained.get_weights())
     result.precision = policy
     return model, result

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -43,13 +41,13 @@ class ChromiumMissingError(FileNotFoundError):
 def pick_test_image(fullsize_dir: str | os.PathLike, label: str = "PNEUMONIA", seed: int = 0) -> Path:
     """One X-ray of class ``label`` from the official test split of ``fullsize_dir`` (Kaggle layout),
     drawn with ``seed`` among the readable files."""
-    import functions_for_grad_cam as fgc
+    import pneumonia_cxr as pcx
 
-    index = fgc.readable(fgc.build_index(fgc.find_dataset_root(fullsize_dir)), warn=False)
+    index = pcx.dataset.decodable(pcx.dataset.build_index(pcx.dataset.find_dataset_root(fullsize_dir)), warn=False)
     rows = index[(index["split"] == "test") & (index["label"] == label)]
     if rows.empty:
         raise ValueError(f"No readable {label} image in the test split of {fullsize_dir}")
-    return Path(fgc.subsample_per_class(rows, 1, seed)["path"].iloc[0])
+    return Path(pcx.dataset.subsample_per_class(rows, 1, seed)["path"].iloc[0])
 
 
 @contextmanager
@@ -143,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"PNG to write (default: {DEFAULT_OUT})")
     args = parser.parse_args(argv)
 
-    import functions_for_grad_cam as fgc
+    import pneumonia_cxr as pcx
     from app import ModelNotFoundError, create_app
 
     try:
         application = create_app(args.model)
         image = Path(args.image) if args.image else pick_test_image(args.fullsize_dir, args.label)
         out = take_screenshot(application, image, args.out)
-    except (ModelNotFoundError, ChromiumMissingError, fgc.DatasetLayoutError) as error:
+    except (ModelNotFoundError, ChromiumMissingError, pcx.common.DatasetLayoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     predictor = application.extensions["predictor"]

@@ -44,6 +44,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from pneumonia_cxr import jsonio
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -333,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"check_container: FAILED: {error}", file=sys.stderr)
         return 1
     outcome["requirements"] = image_requirements(outcome)
-    text = json.dumps(outcome, indent=2) + "\n"
+    text = jsonio.dumps(outcome, indent=2) + "\n"
     print(text, end="")
     if args.output:
         args.output.write_text(text)

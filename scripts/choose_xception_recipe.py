@@ -25,13 +25,11 @@ import argparse
 import json
 import os
 import platform
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -47,36 +45,36 @@ def main() -> None:
     if args.output is None:
         args.output = str(REPO / ("build/quick" if args.quick else "results") / "xception_recipe_choice.json")
 
-    import functions_for_grad_cam as F
+    import pneumonia_cxr as pcx
 
-    index = F.readable(F.build_index(args.data_dir))
+    index = pcx.dataset.decodable(pcx.dataset.build_index(args.data_dir, splits=("train", "val")))  # no test file
     if args.quick:
-        index = F.subsample_per_class(index, 40, seed=args.seed)
-    split = F.patient_grouped_split(index, val_fraction=0.1, seed=args.seed)
+        index = pcx.dataset.subsample_per_class(index, 40, seed=args.seed)
+    split = pcx.dataset.patient_grouped_split(index, val_fraction=0.1, seed=args.seed)
     subsets = {name: split[split["subset"] == name].reset_index(drop=True) for name in ("train", "val")}
     targets = {name: frame["target"].to_numpy() for name, frame in subsets.items()}
-    class_weight = F.compute_class_weights(targets["train"])
-    weights = F.resolve_xception_weights(args.weights)
-    weights_id = F.weights_identity(weights)  # for the report; the cache keys hash the extractor itself
-    model, _ = F.build_xception_transfer(weights, seed=args.seed)
+    class_weight = pcx.dataset.compute_class_weights(targets["train"])
+    weights = pcx.models.resolve_xception_weights(args.weights)
+    weights_id = pcx.models.weights_identity(weights)  # for the report; the cache keys hash the extractor itself
+    model, _ = pcx.models.build_xception_transfer(weights, seed=args.seed)
     # clean views only: features["train"] is (1, N, 6, 6, 1024), features["val"] (N_val, 6, 6, 1024)
-    features, feature_seconds = F.frozen_features(F.tail_input_extractor(model), subsets, args.cache_dir)
+    features, feature_seconds = pcx.training.frozen_features(pcx.models.tail_input_extractor(model), subsets, args.cache_dir)
     print(f"features: {feature_seconds:.0f} s (0 = from cache)", flush=True)
 
     runs = {}
-    for name, recipe in F.XCEPTION_RECIPES.items():
+    for name, recipe in pcx.training.XCEPTION_RECIPES.items():
         fine_tune, learning_rate = recipe["fine_tune"], recipe["learning_rate"]
         epochs, patience = recipe["max_epochs"], recipe["patience"]
         if args.quick:
             epochs, patience = 2, 1
-        F.seed_everything(args.seed)
-        model, tail = F.build_xception_transfer(weights, fine_tune=fine_tune, seed=args.seed)
-        result = F.train_head_on_cached_features(tail, features, targets, class_weight, epochs, patience,
+        pcx.training.seed_everything(args.seed)
+        model, tail = pcx.models.build_xception_transfer(weights, fine_tune=fine_tune, seed=args.seed)
+        result = pcx.training.train_head_on_cached_features(tail, features, targets, class_weight, epochs, patience,
                                                  batch_size=32, learning_rate=learning_rate, seed=args.seed,
                                                  verbose=0)
-        val_logits = F.predict_logits(tail, features["val"])
-        threshold = F.logit_threshold(targets["val"], val_logits)
-        metrics = F.scored(targets["val"], val_logits, threshold)
+        val_logits = pcx.training.predict_logits(tail, features["val"])
+        threshold = pcx.evaluation.logit_threshold(targets["val"], val_logits)
+        metrics = pcx.evaluation.scored(targets["val"], val_logits, threshold)
         runs[name] = {"fine_tune": fine_tune, "learning_rate": learning_rate, "max_epochs": epochs,
                       "patience": patience, "best_epoch": result.best_epoch,
                       "epochs_run": len(result.history["loss"]),
@@ -92,8 +90,7 @@ def main() -> None:
               "feature_seconds": feature_seconds, "weights": weights_id,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    pcx.jsonio.write_json(report, args.output)
     print(f"chosen: {chosen}")
 
 

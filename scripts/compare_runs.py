@@ -6,7 +6,7 @@ BEFORE and AFTER are results/metrics.json files of two runs, as paths or as REV:
 repository's history (e.g. 95c3495:results/metrics.json for an earlier committed run). Writes, per
 family and seed, best epoch, threshold, validation ROC-AUC and test accuracy and ROC-AUC before and
 after, how many values were compared, the largest absolute difference and whether all are identical
-(F.rerun_agreement), and the commits between the two runs' code that touch the package or the
+(pcx.evaluation.rerun_agreement), and the commits between the two runs' code that touch the package or the
 notebooks; scripts/update_readme.py renders it into docs/reproducibility.md ("rerun" section). Runs
 of different data, a quick run, and a run compared with itself (the same file, or two records with the
 same scored_at and commit) are refused.
@@ -19,10 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import pneumonia_cxr.evaluation as evaluation
+from pneumonia_cxr import jsonio
 
-import pneumonia_cxr.evaluation as evaluation  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_metrics(path: Path) -> dict:
@@ -103,15 +103,16 @@ def main() -> int:
     if runs["before"].get("quick") or runs["after"].get("quick"):
         print("a quick run is not comparable with a full run: compare two full runs", file=sys.stderr)
         return 1
-    if runs["before"].get("dataset") != runs["after"].get("dataset"):
-        print("the two runs used different data (their 'dataset' entries differ): not comparable", file=sys.stderr)
+    digests = [runs[side].get("dataset", {}).get("images_sha256") for side in ("before", "after")]
+    if None in digests or digests[0] != digests[1]:
+        print("the two runs used different images, or one record has no 'dataset.images_sha256' (the hash of the "
+              "ordered content hashes of its images): not comparable", file=sys.stderr)
         return 1
     table = evaluation.rerun_agreement(runs["before"], runs["after"])
     report = dict(identities)
     report["code_changes"] = code_changes(report["before"]["code_commit"], report["after"]["code_commit"])
     report["rows"] = table.astype(object).where(table.notna(), None).to_dict(orient="records")  # full precision
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    jsonio.write_json(report, args.output)
     print(table.to_string(index=False))
     print(f"{int(table['identical'].sum())} of {len(table)} rows identical; written to {args.output}")
     return 0

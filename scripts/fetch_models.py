@@ -12,16 +12,22 @@ not origin). It may hold only plain files at its top level (no folders, links, a
 bundle file the SHA-256 in ``manifest.json``.
 
 The new folder is built complete in a hidden work folder beside ``models/``
-(``.models.fetch-XXXX/``), then swapped in by renames: the old ``models/`` moved aside, the new
-one renamed to ``models/``, the old one removed. So ``models/`` ends up holding exactly the
-archive's bundles and manifest (plus its own ``README.md``, carried over), and a failure before the
-swap leaves it as it was. A ``models/`` holding anything the swap would change or remove (another
+(``.models.fetch-XXXX/``), then swapped with ``models/`` in one atomic step (Linux's
+``renameat2(RENAME_EXCHANGE)``), and the old folder, now in the work folder, removed. So at every
+moment ``models/`` is either the old folder or the new one, whole, even if the process is killed;
+``models/`` ends up holding exactly the archive's bundles and manifest (plus its own ``README.md``,
+carried over), and a failure before the swap leaves it as it was. Where the system cannot swap
+folders in one step (not Linux, or a file system without the exchange), two renames are used
+instead (old folder aside, new one in, the old one put back if the second fails): there, a kill
+between them leaves no ``models/``. A ``models/`` holding anything the swap would change or remove (another
 run's bundles, stray files) is refused unless ``--force`` is given. Exit status 1 with the reason
 on failure.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
 import os
 import shutil
 import sys
@@ -32,11 +38,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from pneumonia_cxr.common import file_sha256  # noqa: E402
-from pneumonia_cxr.manifest import (  # noqa: E402
+from pneumonia_cxr.common import file_sha256
+from pneumonia_cxr.manifest import (
     MANIFEST_NAME,
     SUMS_NAME,
     ManifestError,
@@ -47,8 +50,11 @@ from pneumonia_cxr.manifest import (  # noqa: E402
     read_manifest,
 )
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download is given up
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3  # cap on the archive's size and on its unpacked size (2 GiB)
+RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15): swap two existing paths in one step
+AT_FDCWD = -100  # renameat2: paths relative to the working directory
 KEPT_NAMES = ("README.md",)  # files of models/ carried into the new folder: its documentation, tracked by git
 
 
@@ -214,17 +220,35 @@ def _same_file(old: Path, new: Path) -> bool:
     return old.is_file() and not old.is_symlink() and new.is_file() and file_sha256(old) == file_sha256(new)
 
 
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step (``renameat2`` with ``RENAME_EXCHANGE``); False,
+    with nothing changed, where the system or the file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
 def _swap(staging: Path, models_dir: Path, aside: Path) -> None:
-    """Rename ``staging`` to ``models_dir``, moving the old ``models_dir`` (if any) to ``aside``
-    first, and back if the second rename fails."""
-    had_old = models_dir.exists()
-    if had_old:
-        os.rename(models_dir, aside)
+    """Put ``staging`` in place of ``models_dir``: a rename when there is no ``models_dir`` yet, else
+    an atomic exchange (the old folder ends up at ``staging``, removed with the work folder).
+    Without the exchange: the old ``models_dir`` renamed to ``aside`` first, and back if the second
+    rename fails."""
+    if not models_dir.exists():
+        os.rename(staging, models_dir)
+        return
+    if _exchange(staging, models_dir):
+        return
+    os.rename(models_dir, aside)
     try:
         os.rename(staging, models_dir)
     except OSError:
-        if had_old:
-            os.rename(aside, models_dir)
+        os.rename(aside, models_dir)
         raise
 
 

@@ -23,11 +23,8 @@ import sys
 import tarfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from pneumonia_cxr.common import file_sha256  # noqa: E402
-from pneumonia_cxr.manifest import (  # noqa: E402
+from pneumonia_cxr.common import file_sha256
+from pneumonia_cxr.manifest import (
     MANIFEST_NAME,
     SUMS_NAME,
     ManifestError,
@@ -36,6 +33,8 @@ from pneumonia_cxr.manifest import (  # noqa: E402
     read_manifest,
     sha256sums_text,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def pack(models_dir: Path, output: Path | None = None, bundles: list[str] | None = None) -> tuple[Path, dict]:

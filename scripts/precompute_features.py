@@ -17,8 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import functions_for_grad_cam as F  # noqa: E402
+import pneumonia_cxr as pcx
 
 
 def main() -> int:
@@ -31,26 +30,28 @@ def main() -> int:
     parser.add_argument("--xception-views", type=int, default=1)
     parser.add_argument("--view-seed", type=int, default=1000)
     parser.add_argument("--split-seed", type=int, default=42)
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--families", nargs="+", default=["hed_vgg16_transfer", "xception_imagenet_transfer"])
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--families", nargs="+", default=["face_dlib_resnet", "xception_imagenet_transfer"],
+                        choices=["face_dlib_resnet", "hed_vgg16_transfer", "xception_imagenet_transfer"])
     args = parser.parse_args()
-    perturbations = list(F.VALIDATION_PERTURBATIONS)
-    index = F.readable(F.build_index(args.data_dir))
-    split = F.patient_grouped_split(index, val_fraction=0.1, seed=args.split_seed)
-    subsets = {name: split[split["subset"] == name].reset_index(drop=True) for name in F.SPLITS}
-    policy = F.training_precision(args.precision)
-    recipe = F.XCEPTION_RECIPES[json.loads(Path(args.recipe_file).read_text())["chosen"]]
-    weights = F.resolve_xception_weights(args.xception_weights)
+    perturbations = list(pcx.augmentation.VALIDATION_PERTURBATIONS)
+    subsets = pcx.experiment.experiment_subsets(args.data_dir, score_test=True, split_seed=args.split_seed)
+    policy = pcx.training.training_precision(args.precision)
+    recipe = pcx.training.XCEPTION_RECIPES[json.loads(Path(args.recipe_file).read_text())["chosen"]]
     jobs = {
-        "hed_vgg16_transfer": (lambda: F.build_transfer_model(F.HED_BASE)[0], F.feature_extractor, args.hed_views),
-        "xception_imagenet_transfer": (lambda: F.build_xception_transfer(weights, fine_tune=recipe["fine_tune"])[0],
-                                       F.tail_input_extractor, args.xception_views),
+        "hed_vgg16_transfer": lambda: (pcx.training.frozen_extractor(
+            lambda: pcx.models.build_transfer_model(pcx.models.HED_BASE)[0], pcx.models.feature_extractor, policy)[1],
+            args.hed_views),
+        "xception_imagenet_transfer": lambda: (pcx.training.frozen_extractor(
+            lambda: pcx.models.build_xception_transfer(pcx.models.resolve_xception_weights(args.xception_weights),
+                                                       fine_tune=recipe["fine_tune"])[0],
+            pcx.models.tail_input_extractor, policy)[1], args.xception_views),
+        "face_dlib_resnet": lambda: (pcx.face.FaceDescriptorExtractor(), 0),  # dlib: float32, no augmented views
     }
     for name in args.families:
-        build, cut, views = jobs[name]
         start = time.perf_counter()
-        _, extractor = F.frozen_extractor(build, cut, policy)
-        F.frozen_features(extractor, subsets, args.cache_dir, views, args.view_seed, perturbations)
+        extractor, views = jobs[name]()
+        pcx.training.frozen_features(extractor, subsets, args.cache_dir, views, args.view_seed, perturbations)
         print(f"{name}: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     return 0
 

@@ -60,7 +60,7 @@ PY=.venv/bin/python
 # The data folder (given, or downloaded when none is given) and the full-size folder are checked
 # before any notebook runs, so a wrong path never reaches the notebooks executed in place: each
 # prints its data set root, or only the reason it is missing and how to provide it (exit 1).
-resolve_data() { $PY -c 'import sys, pneumonia_cxr.data as d; sys.exit(d.print_data_dir(sys.argv[1] or None))' "$1"; }
+resolve_data() { $PY -c 'import sys, pneumonia_cxr.dataset as d; sys.exit(d.print_data_dir(sys.argv[1] or None))' "$1"; }
 DATA_DIR="$(resolve_data "$DATA_DIR")" || exit 1
 FULLSIZE_DIR="$(resolve_data "${FULLSIZE_DIR:-$DATA_DIR}")" || exit 1
 $PY -m ipykernel install --sys-prefix --name python3 > /dev/null

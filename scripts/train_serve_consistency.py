@@ -10,7 +10,6 @@ scripts/update_readme.py).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from datetime import datetime, timezone
@@ -18,7 +17,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
@@ -29,16 +27,16 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO / "results" / "train_serve_consistency.json")
     args = parser.parse_args()
 
-    import functions_for_grad_cam as F
+    import pneumonia_cxr as pcx
     from app import resolve_model_path
 
     fullsize, small = args.data_root / "chest_xray_fullsize_sample", args.data_root / "chest_xray_224"
-    pairs = F.fullsize_copy_pairs(fullsize, small, splits=("test", "val"))
+    pairs = pcx.evaluation.fullsize_copy_pairs(fullsize, small, splits=("test", "val"))
     if not pairs:
         sys.exit(f"error: no full-size originals with 224 px copies under {args.data_root}")
     model_path = resolve_model_path(args.model)
-    model, metadata = F.load_model_bundle(model_path)
-    gaps = F.train_serve_gaps(model, pairs)
+    model, metadata = pcx.models.load_model_bundle(model_path)
+    gaps = pcx.evaluation.train_serve_gaps(model, pairs)
     threshold = float(metadata["threshold"])
     flips = int(((gaps["p_original"] >= threshold) != (gaps["p_copy"] >= threshold)).sum())
     worst = gaps.loc[gaps["abs_diff"].idxmax()]
@@ -50,8 +48,7 @@ def main() -> None:
               "pairs": [{**row, "original": Path(row["original"]).relative_to(fullsize).as_posix(),
                          "copy": Path(row["copy"]).relative_to(small).as_posix()}
                         for row in gaps.to_dict("records")]}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    pcx.jsonio.write_json(report, args.output)
     print(f"{report['model']}: max |dp| {report['max_abs_diff']:.4f} over {len(gaps)} pairs, {flips} label flips")
 
 

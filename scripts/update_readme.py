@@ -25,16 +25,16 @@ Run by scripts/reproduce.sh as its last step; run it by hand after any script ab
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+import pneumonia_cxr as pcx
 
-import functions_for_grad_cam as F  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WIDTH = 120  # generated prose is wrapped at this width (Markdown joins the lines into one paragraph)
 KAGGLE_DOWNLOAD_GB = 1.2  # size of the Kaggle archive paultimothymooney/chest-xray-pneumonia
@@ -53,6 +53,26 @@ def wrap(text: str, bullet: bool = False) -> str:
     return "\n\n".join(paragraphs)
 
 
+def replace_marked_section(path: str | os.PathLike, marker: str, content: str) -> None:
+    """Replace the text between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` in a file."""
+    path = Path(path)
+    text = path.read_text()
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"{path}: markers {start} / {end} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{content}\n{end}{tail}")
+
+
+def bench_renderers(root: Path = ROOT):
+    """bench/render_table.py, loaded from its file (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("render_table", root / "bench" / "render_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def bullets(lines: str) -> str:
     """Each ``- `` line of ``lines`` wrapped as a bullet (sub-bullets, ``  - ``, as sub-bullets)."""
     out = []
@@ -68,8 +88,8 @@ def bullets(lines: str) -> str:
 # README.md
 # ----------------------------------------------------------------------------------------------
 def findings_section(metrics: dict, checks=None, data: dict | None = None) -> str:
-    """The README's first-screen answer: 4-6 bullets (F.readme_findings), wrapped."""
-    return bullets(F.readme_findings(metrics, checks, data))
+    """The README's first-screen answer: 4-6 bullets (pcx.reporting.readme_findings), wrapped."""
+    return bullets(pcx.reporting.readme_findings(metrics, checks, data))
 
 
 def results_section(metrics: dict) -> str:
@@ -95,7 +115,7 @@ def results_section(metrics: dict) -> str:
         note.append("Crop and augmentation: [docs/reproducibility.md](docs/reproducibility.md#models-and-training).")
     if metrics.get("machine"):
         note.append(f"Trained on {metrics['machine']}.")
-    return F.markdown_table(F.compact_results_table(metrics)) + "\n\n" + wrap(" ".join(note))
+    return pcx.evaluation.markdown_table(pcx.reporting.compact_results_table(metrics)) + "\n\n" + wrap(" ".join(note))
 
 
 def _ordinal(n: int) -> str:
@@ -106,25 +126,25 @@ def _ordinal(n: int) -> str:
 
 def published_section() -> str:
     """Published results on the same official test split, each with its citation."""
-    return (F.markdown_table(F.published_table()) + "\n\n"
+    return (pcx.evaluation.markdown_table(pcx.reporting.published_table()) + "\n\n"
             + wrap("Quoted from their sources; their protocols, splits and thresholds differ from ours, and the "
                    "original study and Kermany et al. report a single run."))
 
 
 def served_section(metrics: dict) -> str:
     """One sentence: the network the app serves by default and its own test row."""
-    served = F.served_entry(metrics)
+    served = pcx.reporting.served_entry(metrics)
     if not served:
         return "No default network recorded in `results/metrics.json`."
     seed = f" (seed {served['seed']})" if served.get("seed") is not None else ""
     chosen = ("the network the validation rule chose before the test set was scored" if metrics.get("served")
               else "the run's default network (highest validation ROC-AUC, the earlier rule)")
-    text = f"Without `--model` the app serves {F.display_name(served['name'])}{seed}, {chosen}"
+    text = f"Without `--model` the app serves {pcx.common.display_name(served['name'])}{seed}, {chosen}"
     test = served.get("test")
     if test:
         text += (f"; on the test set it scores accuracy {test['accuracy']:.3f}, ROC-AUC {test['roc_auc']:.3f}, "
                  f"sensitivity {test['sensitivity']:.3f} and specificity {test['specificity']:.3f}")
-    verdicts = F.served_verdicts(metrics)
+    verdicts = pcx.reporting.served_verdicts(metrics)
     if verdicts:
         missed = [v["target"] for v in verdicts if not v["met"]]
         text += (f". Test targets set for the best family: {len(verdicts) - len(missed)} of {len(verdicts)} met"
@@ -144,9 +164,9 @@ def gradcam_verdicts_section(checks) -> str:
     and where the figures and the method are."""
     import pandas as pd
 
-    table = F.gradcam_verdict_table(checks)
+    table = pcx.reporting.gradcam_verdict_table(checks)
     if "method" not in table or "model" not in table:
-        return F.markdown_table(table)
+        return pcx.evaluation.markdown_table(table)
     methods = list(dict.fromkeys(table["method"]))
     rows = []
     for model, group in table.groupby("model", sort=False):
@@ -164,7 +184,7 @@ def gradcam_verdicts_section(checks) -> str:
                else ".")]
     if "faithfulness_verdict_old_rule" in checks.columns:
         note.append("\"Not faithful\": not shown to be faithful.")
-        changes = F.gradcam_rule_changes(checks)
+        changes = pcx.reporting.gradcam_rule_changes(checks)
         judged = int((checks["subset"] == "all").sum()) if "subset" in checks else len(checks)  # the compared rows
         shown = changes[changes["subset"] == "all"]
         listed = "; ".join(f"{old} → {new}: " + ", ".join(f"{r.model} {r.method}" for r in group.itertuples())
@@ -176,7 +196,7 @@ def gradcam_verdicts_section(checks) -> str:
         note.append("Figures and method: [docs/gradcam.md](docs/gradcam.md).")
     else:
         note.append("Figures behind each verdict: [docs/gradcam.md](docs/gradcam.md).")
-    return F.markdown_table(pd.DataFrame(rows)) + "\n\n" + wrap(" ".join(note))
+    return pcx.evaluation.markdown_table(pd.DataFrame(rows)) + "\n\n" + wrap(" ".join(note))
 
 
 def data_section(summary: dict) -> str:
@@ -213,25 +233,25 @@ def cost_section(bench: dict, docs: str = "docs") -> str:
 # ----------------------------------------------------------------------------------------------
 def targets_section(metrics: dict) -> str:
     """The project's targets on the official test set, each met or not met with the measured figure."""
-    verdicts = F.target_verdicts(metrics)
+    verdicts = pcx.reporting.target_verdicts(metrics)
     lines = [f"- {v['target']}: {'**met**' if v['met'] else '**not met**'} ({v['measured']})." for v in verdicts]
-    missing = F.not_run(metrics)
-    note = f"\n\nNot run, so not judged: {F.not_run_list(missing)}." if missing else ""
-    best = F.best_family(metrics)
+    missing = pcx.reporting.not_run(metrics)
+    note = f"\n\nNot run, so not judged: {pcx.reporting.not_run_list(missing)}." if missing else ""
+    best = pcx.reporting.best_family(metrics)
     if best is None:
         head = ""
-    elif F.chosen_on_validation(metrics):
+    elif pcx.reporting.chosen_on_validation(metrics):
         head = (f"Verdicts computed from `results/metrics.json`; the targets for the best family are judged on "
-                f"the seed-ensemble of the family chosen on validation ({F.display_name(best)}, the served "
+                f"the seed-ensemble of the family chosen on validation ({pcx.common.display_name(best)}, the served "
                 f"network's family), not on the family with the highest test score. No rule chose the "
                 f"seed-ensemble itself; the served network, one seed, is judged after the list.\n\n")
     else:
         head = (f"Verdicts computed from `results/metrics.json`; the best family is the one with the highest test "
-                f"accuracy ({F.display_name(best)}).\n\n")
-    served = F.served_entry(metrics) or {}
+                f"accuracy ({pcx.common.display_name(best)}).\n\n")
+    served = pcx.reporting.served_entry(metrics) or {}
     served_lines = [f"- {v['target']}: {'**met**' if v['met'] else '**not met**'} ({v['measured']})."
-                    for v in F.served_verdicts(metrics)]
-    served_note = (f"\n\nThe served network, {F.display_name(served.get('name', ''))} seed {served.get('seed')}, "
+                    for v in pcx.reporting.served_verdicts(metrics)]
+    served_note = (f"\n\nThe served network, {pcx.common.display_name(served.get('name', ''))} seed {served.get('seed')}, "
                    f"against the same test targets:\n\n" + bullets("\n".join(served_lines))) if served_lines else ""
     return head + bullets("\n".join(lines)) + note + served_note
 
@@ -287,7 +307,7 @@ def protocol_section(metrics: dict) -> str:
 
     protocol = metrics["protocol"]
     parts = []
-    rule = protocol.get("selection_rule") or list(F.SELECTION_RULE)
+    rule = protocol.get("selection_rule") or list(pcx.evaluation.SELECTION_RULE)
     if rule:
         head = "Selection rule (`pneumonia_cxr.evaluation.SELECTION_RULE`), written down before the test set was scored"
         parts.append(f"{head}:\n\n{bullets(_rule_text(rule))}" if isinstance(rule, (list, tuple))
@@ -301,13 +321,13 @@ def protocol_section(metrics: dict) -> str:
              "published": "yes" if h.get("published") else "no (exploratory)",
              "what changed before this scoring": h.get("what_changed", ""),
              "test accuracy / ROC-AUC": "; ".join(
-                 f"{F.display_name(name)} {r['accuracy']:.3f} / {r['roc_auc']:.3f}" if r.get("roc_auc") is not None
-                 else f"{F.display_name(name)} {r['accuracy']:.3f}" for name, r in h.get("results", {}).items())}
+                 f"{pcx.common.display_name(name)} {r['accuracy']:.3f} / {r['roc_auc']:.3f}" if r.get("roc_auc") is not None
+                 else f"{pcx.common.display_name(name)} {r['accuracy']:.3f}" for name, r in h.get("results", {}).items())}
             for h in protocol.get("history", []) if not h.get("quick")]
     if rows:
         published = protocol.get("test_scorings", sum(r["published"] == "yes" for r in rows))
         parts.append(f"Every scoring of the official test set so far: {len(rows)} in all, {published} of them for "
-                     f"published results:\n\n{F.markdown_table(pd.DataFrame(rows))}")
+                     f"published results:\n\n{pcx.evaluation.markdown_table(pd.DataFrame(rows))}")
     parts.append(wrap(
         "Not counted above, because none of them feeds a choice (of model, recipe, threshold or ensemble): quick "
         "runs and the test suite's notebook runs score a 40-per-class test subset (written to `build/quick/` or a "
@@ -322,24 +342,24 @@ def training_section(metrics: dict) -> str:
     training = metrics.get("training", {})
     lines = [f"- **{label}:** {training[key]}" for key, label in (("crop", "Crop"), ("augmentation", "Augmentation"))
              if training.get(key)]
-    lines += [f"- **{F.readable_column(key)}:** {value}" for key, value in training.items()
+    lines += [f"- **{pcx.reporting.readable_column(key)}:** {value}" for key, value in training.items()
               if key not in ("crop", "augmentation") and isinstance(value, (str, int, float))]
     caps = training.get("epoch_caps")
     if isinstance(caps, dict):
         lines.append("- **Epoch caps (early stopping on validation loss picks the epoch within them):** "
-                     + ", ".join(f"{F.display_name(k) if k != 'patience' else 'patience'} {v}" for k, v in caps.items())
+                     + ", ".join(f"{pcx.common.display_name(k) if k != 'patience' else 'patience'} {v}" for k, v in caps.items())
                      + _capped_note(metrics))
     views = training.get("augmented_views")
     if isinstance(views, dict):
         lines.append("- **Cached augmented views per training image:** "
-                     + ", ".join(f"{F.display_name(k)} {v}" for k, v in views.items()))
+                     + ", ".join(f"{pcx.common.display_name(k)} {v}" for k, v in views.items()))
     return bullets("\n".join(lines)) if lines else "The run recorded no crop or augmentation (`training` in `results/metrics.json`)."
 
 
 def _capped_note(metrics: dict) -> str:
     """" (the best epoch was the cap for: ...)" naming the seeds whose best epoch equals their cap, else ""."""
     caps = metrics.get("training", {}).get("epoch_caps", {})
-    capped = [f"{F.display_name(name)} seed {record['seed']}" for name, entry in metrics.get("models", {}).items()
+    capped = [f"{pcx.common.display_name(name)} seed {record['seed']}" for name, entry in metrics.get("models", {}).items()
               for record in entry.get("seeds", []) if name in caps and record.get("best_epoch") == caps[name]]
     return f"; the best epoch was the cap for {', '.join(capped)}, so longer training might have helped" if capped else ""
 
@@ -355,7 +375,7 @@ def xception_recipe_section(choice: dict) -> str:
              "min val loss": f"{r['min_val_loss']:.4f}", "val ROC-AUC": f"{r['val_roc_auc']:.4f}",
              "val accuracy": f"{r['val_accuracy']:.3f}", "s/epoch (shared machine)": f"{r['seconds_per_epoch']:.0f}"}
             for name, r in choice["recipes"].items()]
-    return (F.markdown_table(pd.DataFrame(rows)) + "\n\n" + wrap(
+    return (pcx.evaluation.markdown_table(pd.DataFrame(rows)) + "\n\n" + wrap(
             f"Rule: {choice['rule']}. Chosen: **{choice['chosen']}**. One seed ({choice['seed']}) per "
             f"recipe, train {choice['train_n']} / validation {choice['val_n']} images, weights {choice['weights']}, "
             f"{choice['machine']}, {choice['measured_at']}. The candidates had different epoch caps; a "
@@ -367,7 +387,7 @@ def xception_recipe_section(choice: dict) -> str:
 def train_serve_section(report: dict) -> str:
     """One sentence from results/train_serve_consistency.json (scripts/train_serve_consistency.py)."""
     return wrap(
-        f"With the app's default model ({F.display_name(report['model'])}), over the {report['n_pairs']} "
+        f"With the app's default model ({pcx.common.display_name(report['model'])}), over the {report['n_pairs']} "
         f"{report['splits']} at hand, the probability of PNEUMONIA from a full-size original (decoded and resized as "
         f"the app does) and from the data set's 224 px copy of it (what training read) differ by at most "
         f"{report['max_abs_diff']:.3f} (median {report['median_abs_diff']:.3f}; largest for "
@@ -387,7 +407,7 @@ def rerun_section(report: dict) -> str:
                 ("–" if pd.isna(a) else f"{a:.{digits}f}") + (" (same)" if a == b else
                 (" → –" if pd.isna(b) else f" → {b:.{digits}f}")) for a, b in zip(before, after)]
 
-    table = pd.DataFrame({"model": rows["model"].map(F.display_name), "seed": rows["seed"].astype(str),
+    table = pd.DataFrame({"model": rows["model"].map(pcx.common.display_name), "seed": rows["seed"].astype(str),
                           "best epoch": pair("best_epoch", 0), "test accuracy": pair("test.accuracy", 3),
                           "test ROC-AUC": pair("test.roc_auc", 4), "values compared": rows["fields_compared"],
                           "largest |difference|": rows["max_abs_diff"].map("{:.2g}".format),
@@ -403,7 +423,7 @@ def rerun_section(report: dict) -> str:
               + bullets("\n".join(f"- `{line.split(' ', 1)[0]}` {line.split(' ', 1)[1]}" for line in changes))
               if changes else "No commit between the two touches the package or the notebooks." if changes == []
               else "")
-    return F.markdown_table(table) + "\n\n" + wrap(text) + ("\n\n" + listed if listed else "")
+    return pcx.evaluation.markdown_table(table) + "\n\n" + wrap(text) + ("\n\n" + listed if listed else "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -413,13 +433,14 @@ def patient_overlap_section(report: dict) -> str:
     """The overlap table of results/patient_overlap.json (written by data_visualization.ipynb), a
     sentence per class and what the id readings mean."""
     readings = "\n".join(f"- `{name}`: {text}" for name, text in report["readings"].items())
-    return (F.markdown_table(F.patient_overlap_table(report)) + "\n\n" + wrap(F.patient_overlap_summary(report)) +
+    return (pcx.evaluation.markdown_table(pcx.eda.patient_overlap_table(report)) + "\n\n"
+            + wrap(pcx.eda.patient_overlap_summary(report)) +
             f"\n\nId readings (ids are compared within a class):\n\n{bullets(readings)}")
 
 
 def data_findings_section(summary: dict) -> str:
     """The data notebook's findings (results/data_summary.json), as bullets."""
-    return bullets(F.data_findings(summary))
+    return bullets(pcx.eda.data_findings(summary))
 
 
 GRADCAM_VERDICTS = {"faithfulness_verdict", "sanity_verdict", "border_verdict"}
@@ -489,7 +510,7 @@ def gradcam_checks_section(checks) -> str:
 
     columns = set(checks.columns)
     used: set[str] = set()
-    limit = getattr(F, "RANK_CORR_LIMIT", None)
+    limit = pcx.gradcam_checks.RANK_CORR_LIMIT
 
     def has(*names: str) -> bool:
         if set(names) <= columns:
@@ -500,9 +521,9 @@ def gradcam_checks_section(checks) -> str:
     def keys(row) -> dict:
         out = {}
         if has("model"):
-            out["model"] = F.display_name(row["model"])
+            out["model"] = pcx.common.display_name(row["model"])
         if has("method"):
-            out["method"] = F.METHOD_NAMES.get(row["method"], row["method"])
+            out["method"] = pcx.reporting.METHOD_NAMES.get(row["method"], row["method"])
         if has("subset"):
             out["predictions"] = row["subset"]
         return out
@@ -570,14 +591,14 @@ def gradcam_checks_section(checks) -> str:
             if column in used or (column in SETTINGS_COLUMNS and checks[column].nunique(dropna=False) == 1):
                 continue  # one value for the whole table: in the settings line, not in every row
             target = faithfulness if column.startswith(FAITHFULNESS_PREFIXES) else other
-            target[F.readable_column(column)] = _number(row[column])
+            target[pcx.reporting.readable_column(column)] = _number(row[column])
             for verdict in ("faithfulness", "faithfulness, old rule", "sanity", "borders"):
                 if verdict in target:  # verdicts stay last, after the figures they rest on
                     target[verdict] = target.pop(verdict)
         first.append({**key, **faithfulness})
         second.append({**key, **other})
-    return ("Faithfulness (deletion and insertion curves):\n\n" + F.markdown_table(pd.DataFrame(first))
-            + "\n\nSanity (random weights) and borders:\n\n" + F.markdown_table(pd.DataFrame(second)))
+    return ("Faithfulness (deletion and insertion curves):\n\n" + pcx.evaluation.markdown_table(pd.DataFrame(first))
+            + "\n\nSanity (random weights) and borders:\n\n" + pcx.evaluation.markdown_table(pd.DataFrame(second)))
 
 
 def container_section(report: dict) -> str:
@@ -618,7 +639,7 @@ def container_section(report: dict) -> str:
         parts.append(", ".join(timing))
     soak = report.get("soak")
     if isinstance(soak, dict) and soak:
-        parts.append("soak: " + ", ".join(f"{F.readable_column(k)} {v}" for k, v in soak.items()
+        parts.append("soak: " + ", ".join(f"{pcx.reporting.readable_column(k)} {v}" for k, v in soak.items()
                                           if isinstance(v, (str, int, float, bool))))
         kinds = [f"{kind} {summary['uploads']} (HTTP " + ", ".join(f"{code} x {n}" for code, n in summary["http_status"].items())
                  + (f", p50 {summary['latency_ms_p50'] / 1000:.2f} s" if summary.get("latency_ms_p50") is not None else "") + ")"
@@ -654,7 +675,7 @@ def app_summary_section(app_results: dict | None, container: dict | None) -> str
             parts.append(f"{busiest['latency_ms_p95'] / 1000:.2f} s (95th percentile, {busiest['concurrency']} clients)")
         if parts:
             parts[0] = (f"Measured {app_results.get('date', '')[:10]} with "
-                        f"{F.display_name(app_results.get('model', 'the default network'))}: " + parts[0])
+                        f"{pcx.common.display_name(app_results.get('model', 'the default network'))}: " + parts[0])
     if container and container.get("image_size_mb"):
         model = (container.get("model") or {}).get("name")
         parts.append(f"the container image is {container['image_size_mb']:.0f} MB"
@@ -669,7 +690,7 @@ SETTINGS_COLUMNS = ("deletion_fill", "insertion_blur_sigma", "curve_steps", "bas
 def gradcam_settings_section(checks) -> str:
     """The settings of the checks that results/gradcam_checks.csv records (one value per column), or,
     for the file's earlier format (no settings columns), what that version of the checks did."""
-    found = [f"{F.readable_column(c)}: {_number(checks[c].iloc[0])}" for c in SETTINGS_COLUMNS
+    found = [f"{pcx.reporting.readable_column(c)}: {_number(checks[c].iloc[0])}" for c in SETTINGS_COLUMNS
              if c in checks.columns and checks[c].nunique(dropna=False) == 1]
     if found:
         return wrap("; ".join(found) + " ([what each means](gradcam_method.md)).")
@@ -683,7 +704,7 @@ def app_speed_section(report: dict) -> str:
     from bench_app import markdown
 
     return (markdown(report["results"]) + "\n\n" +
-            wrap(f"Model {F.display_name(report['model'])}, {report['machine']['cpus']} CPUs, "
+            wrap(f"Model {pcx.common.display_name(report['model'])}, {report['machine']['cpus']} CPUs, "
                  f"{report['requests_per_measurement']} uploads per row, {report['date']}."))
 
 
@@ -740,9 +761,7 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
         out.append((docs / "app_verification.md", "container", container_section(container)))
     bench = _json(root / "bench" / "results.json")
     if bench is not None:
-        from render_table import render_table  # bench/render_table.py
-
-        out += [(docs / "performance.md", "speed", wrap(render_table(bench))),
+        out += [(docs / "performance.md", "speed", wrap(bench_renderers().render_table(bench))),
                 (docs / "reproducibility.md", "budget", budget_section(bench)),
                 (readme, "cost", cost_section(bench)), (app_readme, "cost", cost_section(bench, docs="../docs"))]
     app_speed = _json(root / "bench" / "app_results.json")
@@ -752,15 +771,14 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
         out.append((readme, "app-summary", app_summary_section(app_speed, container)))
     precision = _json(root / "bench" / "precision_check.json")
     if precision is not None:
-        from check_bf16_accuracy import markdown as precision_markdown
-
-        out.append((docs / "reproducibility.md", "precision-check", wrap(precision_markdown(precision))))
+        out.append((docs / "reproducibility.md", "precision-check",
+                    wrap(bench_renderers().render_precision_check(precision))))
     return out
 
 
 def main(root: Path = ROOT) -> None:
     for path, marker, content in sections(root):
-        F.replace_marked_section(path, marker, content)
+        replace_marked_section(path, marker, content)
 
 
 if __name__ == "__main__":

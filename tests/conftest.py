@@ -7,10 +7,13 @@ session. The notebook tests run last.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 import io
 import os
-import sys
+import pkgutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,8 +21,6 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -61,12 +62,30 @@ def update_readme():
     return module
 
 
-@pytest.fixture(scope="session")
-def fgc():
-    """The module under test."""
-    import functions_for_grad_cam
+def _defined_in(module, value) -> bool:
+    """True unless ``value`` is a module, or a class or function that ``module`` imported."""
+    if inspect.ismodule(value):
+        return False
+    return not callable(value) or getattr(value, "__module__", None) == module.__name__
 
-    return functions_for_grad_cam
+
+def public_names() -> SimpleNamespace:
+    """Every public name of every module of ``pneumonia_cxr`` as one namespace, for the tests (a
+    name two modules define is the one of the module last in alphabetical order)."""
+    import pneumonia_cxr
+
+    names = {}
+    for info in pkgutil.iter_modules(pneumonia_cxr.__path__):
+        module = importlib.import_module(f"pneumonia_cxr.{info.name}")
+        names.update({name: value for name, value in vars(module).items()
+                      if not name.startswith("_") and _defined_in(module, value)})
+    return SimpleNamespace(**names)
+
+
+@pytest.fixture(scope="session")
+def fgc() -> SimpleNamespace:
+    """The package under test: the public names of all its modules (:func:`public_names`)."""
+    return public_names()
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +97,7 @@ def index_224(fgc, data_224):
 @pytest.fixture(scope="session")
 def split_224(fgc, index_224):
     """Patient-grouped split of the readable rows of the 224 set."""
-    return fgc.patient_grouped_split(fgc.readable(index_224, warn=False))
+    return fgc.patient_grouped_split(fgc.decodable(index_224, warn=False))
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,11 @@ import pytest
 from helpers import build_tiny_model
 from PIL import Image, ImageOps
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import app as app_package
+import pneumonia_cxr as pcx
+from app import ModelNotFoundError, create_app
 
-import functions_for_grad_cam as fgc  # noqa: E402
-import app as app_package  # noqa: E402
-from app import ModelNotFoundError, create_app  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 DATA_ROOT = Path(os.environ.get("CHEST_XRAY_DATA_ROOT", REPO.parent / "shared" / "data"))
 FULLSIZE = DATA_ROOT / "chest_xray_fullsize_sample"
@@ -37,7 +36,7 @@ RESULT_KEYS = {"label", "probability", "threshold", "model", "heatmap_png"}
 # ----------------------------------------------------------------------------------------------
 def fullsize_pairs(split: str = "test", limit: int | None = None) -> list[tuple[Path, Path]]:
     """(full-size original, its 224 px copy) pairs of one split, both classes, sorted."""
-    pairs = fgc.fullsize_copy_pairs(FULLSIZE, SMALL, splits=(split,))
+    pairs = pcx.evaluation.fullsize_copy_pairs(FULLSIZE, SMALL, splits=(split,))
     return pairs[:limit] if limit else pairs
 
 
@@ -69,7 +68,7 @@ def model_path(tmp_path_factory) -> Path:
     calibration = fullsize_pairs("train", limit=60)
     if len(calibration) >= 20:
         calibrate(model, [copy for _, copy in calibration])
-    return fgc.save_model_bundle(model, tmp_path_factory.mktemp("models"), {"threshold": 0.5})
+    return pcx.models.save_model_bundle(model, tmp_path_factory.mktemp("models"), {"threshold": 0.5})
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +163,7 @@ def test_prediction_is_deterministic_and_matches_module(client, app, jpeg_bytes)
     second = post(client, jpeg_bytes).get_json()
     assert first == second
     predictor = app.extensions["predictor"]
-    _, model_input = fgc.load_image_for_model(jpeg_bytes)
+    _, model_input = pcx.images.load_image_for_model(jpeg_bytes)
     expected = float(np.asarray(predictor.model(model_input, training=False))[0, 0])
     assert first["probability"] == pytest.approx(expected, abs=1e-5)
 
@@ -268,14 +267,13 @@ def test_decompression_bomb_is_refused_before_decoding():
     not raise the peak memory of a fresh process by more than a few tens of MB."""
     code = f"""
 import resource, sys
-sys.path.insert(0, {str(REPO)!r})
-import functions_for_grad_cam as fgc
+import pneumonia_cxr as pcx
 data = open(sys.argv[1], 'rb').read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
-    fgc.decode_image_bytes(data, 'bomb')
+    pcx.images.decode_image_bytes(data, 'bomb')
     print('DECODED')
-except fgc.ImageDecodeError as error:
+except pcx.common.ImageDecodeError as error:
     print('REFUSED', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, error)
 """
     with tempfile.TemporaryDirectory() as folder:
@@ -391,7 +389,7 @@ def test_large_upload_is_shown_smaller_and_scored_at_full_resolution(client, app
     data = encode(large, "JPEG", quality=90)
     side = app_package.DISPLAY_MAX_SIDE
     body = assert_prediction(post(client, data), size=(side, side * 3 // 4))
-    expected = np.asarray(app.extensions["predictor"].model(fgc.load_image_for_model(data)[1], training=False))
+    expected = np.asarray(app.extensions["predictor"].model(pcx.images.load_image_for_model(data)[1], training=False))
     assert body["probability"] == pytest.approx(float(expected[0, 0]), abs=1e-5)
 
 
@@ -399,31 +397,31 @@ def test_overlay_colours_are_matplotlibs_jet():
     from matplotlib import colormaps
 
     expected = colormaps["jet"](np.linspace(0, 1, 256), bytes=True)[:, :3]
-    np.testing.assert_array_equal(np.array(app_package.JET_PALETTE).T, expected)
+    np.testing.assert_array_equal(np.array(pcx.overlay.JET_PALETTE).T, expected)
 
 
 def test_overlay_blends_in_uint8_at_the_images_size():
     image = np.full((30, 50, 3), 200, np.uint8)
     heatmap = np.zeros((7, 7), np.float32)
     heatmap[:, 4:] = 1.0
-    np.testing.assert_array_equal(app_package.draw_overlay(image, heatmap, alpha=0.0), image)
-    coloured = app_package.draw_overlay(image, heatmap, alpha=1.0)
+    np.testing.assert_array_equal(pcx.overlay.draw_overlay(image, heatmap, alpha=0.0), image)
+    coloured = pcx.overlay.draw_overlay(image, heatmap, alpha=1.0)
     assert coloured.dtype == np.uint8 and coloured.shape == image.shape
-    palette = np.array(app_package.JET_PALETTE).T  # (256, 3)
+    palette = np.array(pcx.overlay.JET_PALETTE).T  # (256, 3)
     assert (coloured[:, 0] == palette[0]).all() and (coloured[:, -1] == palette[255]).all()
-    blended = app_package.draw_overlay(image, heatmap, alpha=0.4)
+    blended = pcx.overlay.draw_overlay(image, heatmap, alpha=0.4)
     assert np.abs(blended[:, 0] - (0.6 * 200 + 0.4 * palette[0])).max() <= 1
 
 
 def test_model_and_explainer_are_built_once_per_process(model_path, jpeg_bytes, monkeypatch):
     built = []
-    original = fgc.GradCamExplainer
+    original = pcx.gradcam.GradCamExplainer
 
     def counting(*args, **kwargs):
         built.append(args)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(fgc, "GradCamExplainer", counting)
+    monkeypatch.setattr(pcx.gradcam, "GradCamExplainer", counting)
     client = create_app(model_path).test_client()
     for _ in range(3):
         assert post(client, jpeg_bytes).status_code == 200
@@ -528,7 +526,7 @@ def trained_model() -> Path | None:
     """The app's default bundle in models/, when the model notebook has written its manifest."""
     try:
         return app_package.resolve_model_path()
-    except (ModelNotFoundError, fgc.ManifestError):
+    except (ModelNotFoundError, pcx.common.ManifestError):
         return None
 
 
@@ -588,7 +586,7 @@ def manifest_models(model_path, tmp_path, monkeypatch) -> Path:
     models = tmp_path / "models"
     bundles = {name: copy_bundle(model_path, models, name) for name in ("first", "second")}
     copy_bundle(model_path, models, "stray", app_default=True, val_roc_auc=0.999)
-    fgc.write_manifest(models, bundles, default="second", default_rule="test rule", run={"test": True})
+    pcx.manifest.write_manifest(models, bundles, default="second", default_rule="test rule", run={"test": True})
     monkeypatch.setattr(app_package, "MODELS_DIR", models)
     monkeypatch.delenv("MODEL_PATH", raising=False)
     return models
@@ -604,7 +602,7 @@ def test_default_model_is_the_manifests(manifest_models, model_path, monkeypatch
     assert resolve() == manifest_models / "first.keras"
     monkeypatch.setenv("MODEL_PATH", str(model_path))
     assert resolve() == model_path
-    with pytest.raises(fgc.ManifestError, match="no bundle 'stray'"):
+    with pytest.raises(pcx.common.ManifestError, match="no bundle 'stray'"):
         resolve("stray")  # never a bundle the manifest does not list
     with pytest.raises(ModelNotFoundError, match="nowhere.keras"):
         resolve(tmp_path / "nowhere.keras")
@@ -620,7 +618,7 @@ def test_default_model_is_the_manifests(manifest_models, model_path, monkeypatch
 ])
 def test_app_refuses_to_start_when_manifest_and_files_disagree(manifest_models, damage, fragments):
     damage(manifest_models)
-    with pytest.raises(fgc.ManifestError) as info:
+    with pytest.raises(pcx.common.ManifestError) as info:
         create_app()
     for fragment in (*fragments, "model_deep_learning.ipynb", "fetch_models.py"):
         assert fragment in str(info.value)

@@ -14,11 +14,9 @@ import pytest
 from helpers import build_tiny_model
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+import app_screenshot  # scripts/app_screenshot.py: browser settings and the screenshot
 
-import app_screenshot  # noqa: E402  (scripts/app_screenshot.py: browser settings and the screenshot)
+REPO = Path(__file__).resolve().parent.parent
 
 CHROMIUM, CHROMIUM_ARGS = app_screenshot.CHROMIUM, app_screenshot.CHROMIUM_ARGS
 TIMEOUT_MS = 60_000
@@ -43,11 +41,11 @@ def site(tmp_path_factory):
     """(base URL, examples folder): the app on Werkzeug's threaded server in this process."""
     from werkzeug.serving import make_server
 
-    import functions_for_grad_cam as fgc
+    import pneumonia_cxr as pcx
     from app import create_app
 
     folder = tmp_path_factory.mktemp("browser")
-    model_path = fgc.save_model_bundle(build_tiny_model("tiny_browser_cnn"), folder / "models", {"threshold": 0.5})
+    model_path = pcx.models.save_model_bundle(build_tiny_model("tiny_browser_cnn"), folder / "models", {"threshold": 0.5})
     application = create_app(model_path)
     examples = folder / "images"
     examples.mkdir()

@@ -18,13 +18,11 @@ from helpers import build_tiny_model
 import requests
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+import app as app_package
+import pneumonia_cxr as pcx
+from bench_app import free_port, stop_server  # bench/bench_app.py: gunicorn helpers
 
-import app as app_package  # noqa: E402
-import functions_for_grad_cam as fgc  # noqa: E402
-from bench_app import free_port, stop_server  # noqa: E402  (gunicorn helpers)
+REPO = Path(__file__).resolve().parent.parent
 
 STARTUP_TIMEOUT = 180  # seconds: two workers each import TensorFlow and load the model
 REQUEST_TIMEOUT = 60
@@ -62,7 +60,7 @@ def wait_until_healthy(process: subprocess.Popen, url: str, log_path: Path, expe
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
-    return fgc.save_model_bundle(build_tiny_model("tiny_server_cnn"), tmp_path_factory.mktemp("models"), {"threshold": 0.5})
+    return pcx.models.save_model_bundle(build_tiny_model("tiny_server_cnn"), tmp_path_factory.mktemp("models"), {"threshold": 0.5})
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +155,7 @@ PEAK_GROWTH_LIMIT_MB = 900  # stated bound: sum over the server's processes of p
 
 def largest_allowed_png() -> bytes:
     """A smooth RGB PNG of exactly MAX_IMAGE_PIXELS pixels (a few MB: far under the upload limit)."""
-    assert LARGEST_SIDE ** 2 == fgc.MAX_IMAGE_PIXELS
+    assert LARGEST_SIDE ** 2 == pcx.images.MAX_IMAGE_PIXELS
     ramp = np.linspace(0, 255, LARGEST_SIDE, dtype=np.float32)
     grey = ((ramp[:, None] + ramp[None, :]) / 2).astype(np.uint8)
     buffer = io.BytesIO()

@@ -7,6 +7,7 @@ answers POST /api/predict in an interpreter that can import nothing else that is
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_ONLY = {"jupyter", "jupyterlab", "notebook", "papermill", "seaborn", "kagglehub", "nbformat",
                  "nbconvert", "nbclient", "ipykernel", "ipywidgets"}
 IMAGE_FILES = ("functions_for_grad_cam.py", "pneumonia_cxr/", "app/", "models/", "images/")
+PROJECT_DISTRIBUTION = "pneumonia-cxr"  # pyproject.toml's [project] name
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)$")
 
 
@@ -112,14 +114,13 @@ class Blocker(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Blocker())
-sys.path[:0] = [sys.argv[2], sys.argv[2] + "/tests"]
 from helpers import build_tiny_model
 from pneumonia_cxr.models import save_model_bundle
 from app import create_app
 
 model_path = save_model_bundle(build_tiny_model(), tempfile.mkdtemp(), {})
 client = create_app(model_path).test_client()
-with open(sys.argv[3], "rb") as xray:
+with open(sys.argv[2], "rb") as xray:
     response = client.post("/api/predict", data={"file": (xray, "xray.jpeg")})
 assert response.status_code == 200, response.get_json()
 print(response.get_json()["label"])
@@ -127,11 +128,12 @@ print(response.get_json()["label"])
 
 
 def test_app_runs_with_app_requirements_only(data_root):
-    names = [name for name, _, _ in read_pins(REPO_ROOT / "requirements-app.txt")]
+    # the pins, and the project itself (installed here by `pip install -e .`, copied into the image)
+    names = [name for name, _, _ in read_pins(REPO_ROOT / "requirements-app.txt")] + [PROJECT_DISTRIBUTION]
     xray = min((data_root / "chest_xray_fullsize_sample").glob("test/*/*.jpeg"))
-    result = subprocess.run([sys.executable, "-c", APP_WITH_APP_REQUIREMENTS_ONLY, ",".join(names),
-                             str(REPO_ROOT), str(xray)], check=False, capture_output=True, text=True,
-                            timeout=300, cwd=REPO_ROOT)
+    result = subprocess.run([sys.executable, "-c", APP_WITH_APP_REQUIREMENTS_ONLY, ",".join(names), str(xray)],
+                            check=False, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests")})
     assert result.returncode == 0, ("the app's predict path needs a package that requirements-app.txt "
                                     f"(the image) does not install:\n{result.stderr[-3000:]}")
 
@@ -171,8 +173,7 @@ def test_image_runs_as_non_root_without_build_tools():
 
 
 def test_container_check_judges_the_image_requirements_on_its_facts():
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import check_container
+    import check_container  # scripts/check_container.py
 
     lean = {"image_size_bytes": 1_300_000_000, "image_facts": {"user": 10001, "compilers_or_pip": []}}
     assert all(v["met"] for v in check_container.image_requirements(lean).values())

@@ -7,7 +7,6 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -116,7 +115,7 @@ def test_unreadable_and_non_image_files_are_reported(fgc, make_kaggle_tree):
                                   "height", "channels", "file_bytes", "sha256", "problem"}
 
     with pytest.warns(UserWarning) as record:
-        good = fgc.readable(index)
+        good = fgc.decodable(index)
     message = " ".join(str(w.message) for w in record)
     assert "IM-9998-0001.jpeg" in message and "notes.txt" in message and "2 file(s)" in message
     assert len(good) == 12
@@ -125,7 +124,7 @@ def test_unreadable_and_non_image_files_are_reported(fgc, make_kaggle_tree):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert len(fgc.readable(index, warn=False)) == 12
+        assert len(fgc.decodable(index, warn=False)) == 12
 
 
 def test_index_of_224_set(index_224):
@@ -200,9 +199,9 @@ def test_split_keeps_class_ratios_and_size(split_224):
 
 
 def test_split_is_reproducible(fgc, index_224, split_224):
-    again = fgc.patient_grouped_split(fgc.readable(index_224, warn=False))
+    again = fgc.patient_grouped_split(fgc.decodable(index_224, warn=False))
     assert (again["subset"] == split_224["subset"]).all()
-    other = fgc.patient_grouped_split(fgc.readable(index_224, warn=False), seed=7)
+    other = fgc.patient_grouped_split(fgc.decodable(index_224, warn=False), seed=7)
     assert not (other["subset"] == split_224["subset"]).all()  # the seed matters
 
 
@@ -414,12 +413,10 @@ def test_decode_rechecks_the_size_after_decoding(fgc, monkeypatch):
 
 def test_decode_changes_no_warning_filters(fgc, monkeypatch):
     """warnings.catch_warnings is not thread-safe (the app decodes in several threads): not used."""
-    import pneumonia_cxr.data
-
     def refuse(*args, **kwargs):
         raise AssertionError("warnings.catch_warnings used while decoding")
 
-    monkeypatch.setattr(pneumonia_cxr.data, "warnings", SimpleNamespace(catch_warnings=refuse))
+    monkeypatch.setattr(warnings, "catch_warnings", refuse)
     assert fgc.decode_image_bytes(jpeg_bytes(4)).shape == (32, 40, 3)
 
 
@@ -486,7 +483,7 @@ def _reference(path) -> np.ndarray:
     """The pipeline's reference: preprocess_pixels of TensorFlow's RGB decode, float32 (224, 224, 3)."""
     import tensorflow as tf
 
-    from pneumonia_cxr.data import preprocess_pixels
+    from pneumonia_cxr.images import preprocess_pixels
 
     image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
     return np.asarray(preprocess_pixels(image))
@@ -634,7 +631,7 @@ def test_decoded_cache_corrupt_colour_entry_is_rebuilt(fgc, mixed_files, tmp_pat
 
 
 # ----------------------------------------------------------------------------------------------
-# Pixel-space augmentation (build_augmentation) and the validation perturbations (perturb_images)
+# Pixel-space augmentation (one composed resampling) and the validation perturbations (perturb_images)
 # ----------------------------------------------------------------------------------------------
 PERTURBATION_KINDS = ("zoom", "low_contrast", "blur", "noise")
 
@@ -648,49 +645,78 @@ def _unit_batches(side: int = 64) -> list[np.ndarray]:
     return [first, rng.random((3, side, side, 3), dtype=np.float32)]
 
 
-def _augmented(fgc, seed: int, batches: list[np.ndarray]) -> list[np.ndarray]:
-    augment = fgc.build_augmentation(seed)
-    return [np.asarray(augment(batch, training=True)) for batch in batches]
+@pytest.mark.parametrize("output_side", [128, 196])
+def test_identity_resampling_is_the_models_centre_crop_and_resize(fgc, output_side):
+    """The training views with no augmentation are exactly what the saved network's CenterCrop and
+    Resizing layers compute, so training and serving see the same pixels."""
+    import keras
+
+    images = np.random.default_rng(1).random((2, 224, 224, 3)).astype(np.float32)
+    layers = [keras.Input((224, 224, 3)), keras.layers.CenterCrop(196, 196)]
+    if output_side != 196:
+        layers.append(keras.layers.Resizing(output_side, output_side, interpolation="bilinear"))
+    expected = keras.Sequential(layers)(images).numpy()
+    got = fgc.augment_images(images, fgc.identity_augmentation(2), 196, output_side)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_augmentation_same_seed_and_batches_give_the_same_views(fgc):
-    batches = _unit_batches()
-    first, again, other = _augmented(fgc, 0, batches), _augmented(fgc, 0, batches), _augmented(fgc, 1, batches)
-    for a, b in zip(first, again):
-        np.testing.assert_array_equal(a, b)
-    assert not np.allclose(first[0], other[0]) and not np.allclose(first[1], other[1])
-    # one augmentation draws anew for each batch: the same pixels twice give two views
-    twice = _augmented(fgc, 0, [batches[0], batches[0]])
-    np.testing.assert_array_equal(twice[0], first[0])
-    assert not np.allclose(twice[0], twice[1])
+def test_scratch_cnn_crop_and_resize_layers_match_the_training_views(fgc):
+    images = np.random.default_rng(2).random((3, 224, 224, 3)).astype(np.float32)
+    model = fgc.build_scratch_cnn(input_size=128)
+    preprocess = keras_prefix(model, "resize")
+    np.testing.assert_allclose(preprocess(images), fgc.cropped_views(images, 128), atol=1e-5)
 
 
-def test_augmentation_stays_in_unit_range_and_changes_every_image(fgc):
-    batches = _unit_batches()
-    augment = fgc.build_augmentation(3)
-    kinds = [layer.__class__.__name__ for layer in augment.layers]
-    assert {"RandomZoom", "RandomTranslation", "RandomRotation", "RandomBrightness", "RandomContrast",
-            "RandomGamma"} <= set(kinds) and not any("Flip" in kind for kind in kinds)  # anatomy is not symmetric
-    for batch in batches:
-        out = np.asarray(augment(batch, training=True))
-        assert out.shape == batch.shape and out.dtype == np.float32
-        assert out.min() >= 0.0 and out.max() <= 1.0
-        assert np.all(np.abs(out - batch).mean(axis=(1, 2, 3)) > 0.01)  # not the identity, for any image
-        np.testing.assert_array_equal(np.asarray(augment(batch, training=False)), batch)  # inference: untouched
+def keras_prefix(model, last_layer: str):
+    import keras
+
+    return lambda x: keras.Model(model.inputs[0], model.get_layer(last_layer).output)(x).numpy()
 
 
-def test_random_gamma_raises_each_image_to_one_power_in_range(fgc):
-    gamma = next(layer for layer in fgc.build_augmentation(0).layers if layer.__class__.__name__ == "RandomGamma")
-    factor = fgc.AUGMENTATION["gamma"]
-    x = np.full((32, 4, 4, 3), 0.5, np.float32)
-    x[:, 0, 0], x[:, 0, 1] = 0.0, 1.0
-    out = np.asarray(gamma(x, training=True))
-    exponents = np.log(out[:, 2, 2, 0]) / np.log(0.5)
-    assert np.all(exponents >= 1 / (1 + factor) - 1e-4) and np.all(exponents <= 1 + factor + 1e-4)
-    assert exponents.std() > 0.05 and (exponents < 1).any() and (exponents > 1).any()  # drawn per image
-    np.testing.assert_allclose(out[:, 1:], np.broadcast_to(out[:, 2:3, 2:3, :1], out[:, 1:].shape), rtol=1e-6)
-    assert np.all(out[:, 0, 0] == 0.0) and np.all(out[:, 0, 1] == 1.0)  # 0 and 1 are fixed points
-    np.testing.assert_array_equal(np.asarray(gamma(x, training=False)), x)
+def test_augmentation_parameters_stay_in_their_declared_ranges(fgc):
+    a = fgc.AUGMENTATION
+    params = fgc.draw_augmentation(np.random.default_rng(0), 5000)
+    zoom, shift, angle = params[:, :2], params[:, 2:4], params[:, 4]
+    assert zoom.min() >= 1 - a["zoom"] and zoom.max() <= 1 and zoom.min() < 1 - a["zoom"] + 0.01
+    assert np.abs(shift).max() <= a["translation"] and np.abs(angle).max() <= a["rotation"] * 2 * np.pi
+    assert np.abs(params[:, 5]).max() <= a["brightness"]
+    assert params[:, 6].min() >= 1 - a["contrast"] and params[:, 6].max() <= 1 + a["contrast"]
+    assert params[:, 7].min() >= 1 / (1 + a["gamma"]) - 1e-9 and params[:, 7].max() <= 1 + a["gamma"] + 1e-9
+    assert abs(np.corrcoef(zoom[:, 0], zoom[:, 1])[0, 1]) < 0.05  # the two axes are drawn independently
+
+
+def test_augmentation_zooms_in_about_the_centre(fgc):
+    """A zoom of 0.5 on both axes shows the central half of the window: a centred square of side 64 in a
+    224 px image fills twice as many output pixels."""
+    image = np.zeros((1, 224, 224, 1), np.float32)
+    image[0, 80:144, 80:144] = 1.0
+    params = fgc.identity_augmentation(1)
+    plain = fgc.augment_images(image, params, 224, 224)[..., 0]
+    params[0, :2] = 0.5
+    zoomed = fgc.augment_images(image, params, 224, 224)[..., 0]
+    assert plain.sum() == pytest.approx(64 * 64, rel=0.02) and zoomed.sum() == pytest.approx(4 * 64 * 64, rel=0.02)
+    assert zoomed[0, 112, 112] == 1.0 and zoomed[0, 20, 20] == 0.0
+
+
+def test_augmentation_colour_changes_and_grey_to_rgb(fgc):
+    grey = np.full((1, 32, 32, 1), 128, np.uint8)
+    params = fgc.identity_augmentation(1)
+    params[0, 5], params[0, 7] = 0.1, 2.0  # brightness +0.1, then gamma 2 (contrast about the mean: no change here)
+    out = fgc.augment_images(grey, params, 32, 32)
+    assert out.shape == (1, 32, 32, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, (128 / 255 + 0.1) ** 2, rtol=1e-5)
+
+
+def test_augmented_batches_are_seeded_per_epoch_and_batch(fgc):
+    grey = (np.random.default_rng(3).random((10, 224, 224, 1)) * 255).astype(np.uint8)
+    targets = np.arange(10) % 2
+    first, again = (fgc.augmented_batches(grey, targets, 4, seed=0, input_size=64) for _ in range(2))
+    x0, y0 = first[0]
+    np.testing.assert_array_equal(x0, again[0][0])
+    assert len(first) == 3 and x0.shape == (4, 64, 64, 3) and y0.dtype == np.float32
+    first.on_epoch_end()
+    assert not np.allclose(first[0][0], x0)  # a new epoch: a new order and new draws
+    assert sorted(np.concatenate([first[i][1] for i in range(3)]).tolist()) == sorted(targets.astype(float).tolist())
 
 
 def test_validation_perturbations_are_declared(fgc):

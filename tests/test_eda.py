@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import pneumonia_cxr as pcx
 
-import functions_for_grad_cam as f  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SPLITS = ("train", "val", "test")
 CLASSES = ("NORMAL", "PNEUMONIA")
@@ -63,14 +60,14 @@ def tiny_tree(tmp_path) -> Path:
 
 @pytest.fixture()
 def tiny_index(tiny_tree) -> pd.DataFrame:
-    return f.build_index(tiny_tree)
+    return pcx.dataset.build_index(tiny_tree)
 
 
 # ----------------------------------------------------------------------------------------------
 # Counts and class weights
 # ----------------------------------------------------------------------------------------------
 def test_class_counts_match_the_files_on_disk(tiny_tree, tiny_index):
-    table = f.class_counts(tiny_index)
+    table = pcx.eda.class_counts(tiny_index)
     assert list(table.index) == [*SPLITS, "all"]
     for split in SPLITS:
         for label in CLASSES:
@@ -82,8 +79,8 @@ def test_class_counts_match_the_files_on_disk(tiny_tree, tiny_index):
 
 def test_class_counts_of_the_patient_grouped_subsets(tiny_index):
     # four patients per class are too few for ten folds; two folds still keep train + val intact
-    grouped = f.patient_grouped_split(tiny_index, val_fraction=0.5)
-    official, resplit = f.class_counts(grouped, "split"), f.class_counts(grouped, "subset")
+    grouped = pcx.dataset.patient_grouped_split(tiny_index, val_fraction=0.5)
+    official, resplit = pcx.eda.class_counts(grouped, "split"), pcx.eda.class_counts(grouped, "subset")
     assert resplit.index.name == "subset"
     assert resplit.loc["test"].equals(official.loc["test"])
     pooled = official.loc["train", ["NORMAL", "PNEUMONIA"]] + official.loc["val", ["NORMAL", "PNEUMONIA"]]
@@ -92,8 +89,8 @@ def test_class_counts_of_the_patient_grouped_subsets(tiny_index):
 
 def test_class_counts_of_the_real_224_set_match_build_index_and_the_folders(data_root):
     root = data_root / "chest_xray_224"
-    index = f.build_index(root)
-    table = f.class_counts(index)
+    index = pcx.dataset.build_index(root)
+    table = pcx.eda.class_counts(index)
     assert table.loc["all", "total"] == len(index)
     for split in SPLITS:
         for label in CLASSES:
@@ -106,24 +103,24 @@ def test_class_counts_of_the_real_224_set_match_build_index_and_the_folders(data
 
 def test_normalised_class_weights_reproduce_the_original_study():
     targets = np.array([0] * 1341 + [1] * 3875)  # official training labels
-    share = f.normalised_class_weights(f.compute_class_weights(targets))
+    share = pcx.dataset.normalised_class_weights(pcx.dataset.compute_class_weights(targets))
     assert sum(share.values()) == pytest.approx(1.0)
     assert share[0] == pytest.approx(0.74, abs=0.005) and share[1] == pytest.approx(0.26, abs=0.005)
 
 
 def test_subsample_per_class_keeps_every_column_and_caps_each_split_class(tiny_index):
-    subset = f.subsample_per_class(tiny_index, 1, seed=0)
+    subset = pcx.dataset.subsample_per_class(tiny_index, 1, seed=0)
     assert list(subset.columns) == list(tiny_index.columns)
     assert subset.groupby(["split", "label"]).size().max() == 1
     assert len(subset) == 6
-    assert f.subsample_per_class(tiny_index, None).equals(tiny_index.reset_index(drop=True))
+    assert pcx.dataset.subsample_per_class(tiny_index, None).equals(tiny_index.reset_index(drop=True))
 
 
 # ----------------------------------------------------------------------------------------------
 # Duplicates and patients
 # ----------------------------------------------------------------------------------------------
 def test_find_duplicates_reports_the_known_copies(tiny_index):
-    duplicates = f.find_duplicates(tiny_index)
+    duplicates = pcx.eda.find_duplicates(tiny_index)
     assert len(duplicates) == 2
     assert duplicates["n_files"].tolist() == [2, 2]
     by_scope = duplicates.set_index("scope")
@@ -136,7 +133,7 @@ def test_find_duplicates_reports_the_known_copies(tiny_index):
 
 def test_find_duplicates_flags_copies_with_different_labels(tiny_tree):
     shutil.copyfile(tiny_tree / "val/NORMAL/IM-0004-0001.jpeg", tiny_tree / "val/PNEUMONIA/person9_virus_9.jpeg")
-    duplicates = f.find_duplicates(f.build_index(tiny_tree))
+    duplicates = pcx.eda.find_duplicates(pcx.dataset.build_index(tiny_tree))
     conflict = duplicates[duplicates["label_conflict"]]
     assert len(conflict) == 1
     assert conflict.iloc[0]["labels"] == "NORMAL,PNEUMONIA" and conflict.iloc[0]["scope"] == "within one split"
@@ -144,12 +141,12 @@ def test_find_duplicates_flags_copies_with_different_labels(tiny_tree):
 
 def test_find_duplicates_of_distinct_files_is_empty(tiny_index):
     unique = tiny_index.drop_duplicates("sha256")
-    duplicates = f.find_duplicates(unique)
+    duplicates = pcx.eda.find_duplicates(unique)
     assert duplicates.empty and "scope" in duplicates.columns
 
 
 def test_patient_counts_group_images_and_find_ids_shared_between_splits(tiny_index):
-    table = f.patient_counts(tiny_index)
+    table = pcx.eda.patient_counts(tiny_index)
     train_pneumonia = table.loc[("train", "PNEUMONIA")]
     assert train_pneumonia["images"] == 3 and train_pneumonia["patients"] == 2  # person1 twice, person2
     assert train_pneumonia["images_per_patient_max"] == 2
@@ -176,18 +173,18 @@ OVERLAP_FILES = {
 
 @pytest.fixture()
 def overlap_index() -> pd.DataFrame:
-    rows = [{"split": split, "label": label, "filename": name, "patient_id": f.parse_patient_id(name)}
+    rows = [{"split": split, "label": label, "filename": name, "patient_id": pcx.dataset.parse_patient_id(name)}
             for (split, label), names in OVERLAP_FILES.items() for name in names]
     return pd.DataFrame(rows)
 
 
 def test_name_series_and_number_read_the_three_naming_schemes():
-    assert f.name_series_and_number("person12_virus_40.jpeg") == ("virus", "12")
-    assert f.name_series_and_number("person447_virus_921_1.jpeg") == ("virus", "447")
-    assert f.name_series_and_number("PERSON3_Bacteria_4.jpeg") == ("bacteria", "3")
-    assert f.name_series_and_number("IM-0115-0001.jpeg") == ("IM", "115")
-    assert f.name_series_and_number("NORMAL2-IM-0007-0001.jpeg") == ("NORMAL2-IM", "7")
-    assert f.name_series_and_number("scan.png") == ("", "scan")
+    assert pcx.eda.name_series_and_number("person12_virus_40.jpeg") == ("virus", "12")
+    assert pcx.eda.name_series_and_number("person447_virus_921_1.jpeg") == ("virus", "447")
+    assert pcx.eda.name_series_and_number("PERSON3_Bacteria_4.jpeg") == ("bacteria", "3")
+    assert pcx.eda.name_series_and_number("IM-0115-0001.jpeg") == ("IM", "115")
+    assert pcx.eda.name_series_and_number("NORMAL2-IM-0007-0001.jpeg") == ("NORMAL2-IM", "7")
+    assert pcx.eda.name_series_and_number("scan.png") == ("", "scan")
 
 
 @pytest.mark.parametrize("reading, expected", [
@@ -197,7 +194,7 @@ def test_name_series_and_number_read_the_three_naming_schemes():
     ("number", {"PNEUMONIA": (3, 4, 2, 1, 1, 3), "NORMAL": (2, 3, 1, 1, 0, 1)}),
 ])
 def test_patient_id_overlap_counts_the_known_shared_ids(overlap_index, reading, expected):
-    table = f.patient_id_overlap(f.patient_id_readings(overlap_index), id_column=reading)
+    table = pcx.eda.patient_id_overlap(pcx.eda.patient_id_readings(overlap_index), id_column=reading)
     assert list(table.index) == ["NORMAL", "PNEUMONIA"]
     columns = ["target_ids", "reference_ids", "shared_ids", "shared_with_train", "shared_with_val",
                "target_images_of_shared_ids"]
@@ -209,8 +206,8 @@ def test_patient_id_overlap_counts_the_known_shared_ids(overlap_index, reading, 
 
 def test_patient_overlap_report_is_json_ready_and_counts_ids_per_split_and_subset(overlap_index, tmp_path):
     subsets = {"train": "val", "val": "train", "test": "test"}  # any re-split: val and train swapped
-    report = f.patient_overlap_report(overlap_index.assign(subset=overlap_index["split"].map(subsets)))
-    path = f.save_patient_overlap(report, tmp_path / "results" / "patient_overlap.json")
+    report = pcx.eda.patient_overlap_report(overlap_index.assign(subset=overlap_index["split"].map(subsets)))
+    path = pcx.eda.save_patient_overlap(report, tmp_path / "results" / "patient_overlap.json")
     assert json.loads(path.read_text()) == report
     counts = pd.DataFrame(report["counts"]).set_index(["by", "group", "label"])
     assert counts.loc[("split", "train", "PNEUMONIA"), "ids"] == 3  # person1, person2, person5
@@ -218,31 +215,31 @@ def test_patient_overlap_report_is_json_ready_and_counts_ids_per_split_and_subse
     assert counts.loc[("split", "test", "NORMAL"), "ids"] == 2
     assert counts.loc[("subset", "val", "PNEUMONIA"), "ids"] == 3  # the official train rows
     assert counts.xs("split")["images"].sum() == len(overlap_index)
-    assert {row["reading"] for row in report["overlap"]} == set(f.ID_READINGS)
-    summary = f.patient_overlap_summary(report)
+    assert {row["reading"] for row in report["overlap"]} == set(pcx.eda.ID_READINGS)
+    summary = pcx.eda.patient_overlap_summary(report)
     assert "PNEUMONIA: 2 of 3 test patient ids also occur in train+val (3 of 4 test images)" in summary
     assert "read within the naming series, 1 of 3" in summary
     assert "NORMAL: 0 of 2 test patient ids" in summary
 
 
 def test_patient_overlap_table_and_readme_section(overlap_index, tmp_path, update_readme):
-    report = f.patient_overlap_report(overlap_index)
-    table = f.patient_overlap_table(report)
+    report = pcx.eda.patient_overlap_report(overlap_index)
+    table = pcx.eda.patient_overlap_table(report)
     assert table["class"].tolist() == ["NORMAL"] * 3 + ["PNEUMONIA"] * 3
     assert table["id read as"].tolist() == ["patient_id", "series_id", "number"] * 2
     assert table.loc[5, "test ids also in train+val"] == 2 and table.loc[2, "test ids also in train+val"] == 1
     readme = tmp_path / "README.md"
     readme.write_text("before\n<!-- patient-overlap:start -->\nold\n<!-- patient-overlap:end -->\nafter\n")
-    f.replace_marked_section(readme, "patient-overlap", update_readme.patient_overlap_section(report))
+    update_readme.replace_marked_section(readme, "patient-overlap", update_readme.patient_overlap_section(report))
     text = readme.read_text()
     assert "old" not in text and text.startswith("before") and text.endswith("after\n")
     assert "| PNEUMONIA | series_id | 3 | 4 | 1 |" in text
 
 
 def test_patient_id_overlap_on_the_real_224_set_agrees_with_patient_counts(index_224):
-    readable = f.readable(index_224, warn=False)
-    overlap = f.patient_id_overlap(readable)
-    counts = f.patient_counts(readable)
+    readable = pcx.dataset.decodable(index_224, warn=False)
+    overlap = pcx.eda.patient_id_overlap(readable)
+    counts = pcx.eda.patient_counts(readable)
     for label in CLASSES:  # two computations of one thing: test ids also found in train or val
         assert overlap.loc[label, "shared_ids"] == counts.loc[("test", label), "ids_in_other_splits"]
         assert overlap.loc[label, "target_ids"] == counts.loc[("test", label), "patients"]
@@ -255,26 +252,26 @@ def test_patient_id_overlap_on_the_real_224_set_agrees_with_patient_counts(index
 def test_canny_edges_are_binary_full_size_and_on_the_step():
     image = np.zeros((60, 80), np.uint8)
     image[:, 40:] = 200  # a vertical step between columns 39 and 40
-    edges = f.canny_edges(image, 30, 90)
+    edges = pcx.eda.canny_edges(image, 30, 90)
     assert edges.shape == (60, 80) and edges.dtype == np.uint8
     assert set(np.unique(edges)) == {0, 255}
     assert set(np.flatnonzero(edges.any(axis=0))) <= {39, 40}
-    assert not f.canny_edges(np.full((60, 80), 128, np.uint8)).any()
+    assert not pcx.eda.canny_edges(np.full((60, 80), 128, np.uint8)).any()
     rgb = np.repeat(image[:, :, None], 3, axis=2)
-    assert np.array_equal(f.canny_edges(rgb, 30, 90), edges)
+    assert np.array_equal(pcx.eda.canny_edges(rgb, 30, 90), edges)
 
 
 def test_higher_canny_thresholds_never_find_more_edges(data_root):
-    index = f.build_index(data_root / "chest_xray_fullsize_sample")
+    index = pcx.dataset.build_index(data_root / "chest_xray_fullsize_sample")
     path = index[index["split"] == "val"]["path"].iloc[0]
-    gray = f.load_gray(path)
-    low, high = f.canny_edges(gray, 30, 90), f.canny_edges(gray, 100, 200)
+    gray = pcx.eda.load_gray(path)
+    low, high = pcx.eda.canny_edges(gray, 30, 90), pcx.eda.canny_edges(gray, 100, 200)
     assert low.shape == high.shape == gray.shape  # full resolution, not resized
     assert (high > 0).sum() <= (low > 0).sum()
 
 
 def test_size_summary_gives_each_class_its_aspect_ratio(tiny_index):
-    table = f.size_summary(tiny_index)
+    table = pcx.eda.size_summary(tiny_index)
     assert list(table.index) == ["NORMAL", "PNEUMONIA"]
     assert table.loc["NORMAL", "aspect_median"] == pytest.approx(1.5)
     assert table.loc["PNEUMONIA", "aspect_median"] == pytest.approx(200 / 300, abs=1e-3)
@@ -288,12 +285,12 @@ def test_intensity_histograms_are_shares_and_representatives_are_closest(tmp_pat
         path = tmp_path / f"flat{i}.png"
         Image.fromarray(np.full((20, 30), level, np.uint8)).save(path)
         paths.append(path)
-    histograms = f.intensity_histograms(paths, bins=16)
+    histograms = pcx.eda.intensity_histograms(paths, bins=16)
     assert histograms.shape == (3, 16)
     assert np.allclose(histograms.sum(axis=1), 1.0)
     assert [int(np.argmax(h)) for h in histograms] == [10 * 16 // 256, 130 * 16 // 256, 250 * 16 // 256]
     fake = np.array([[1.0, 0.0], [0.6, 0.4], [0.0, 1.0], [0.5, 0.5]])
-    chosen = f.representative_rows(["NORMAL", "NORMAL", "NORMAL", "PNEUMONIA"], fake)
+    chosen = pcx.eda.representative_rows(["NORMAL", "NORMAL", "NORMAL", "PNEUMONIA"], fake)
     assert chosen == {"NORMAL": 1, "PNEUMONIA": 3}
 
 
@@ -313,20 +310,20 @@ def _check_figure(figure, path: Path) -> None:
 def test_plot_functions_return_labelled_figures_and_save_them(tiny_index, tmp_path, name):
     path = tmp_path / "figures" / f"{name}.png"
     if name == "counts":
-        grouped = f.patient_grouped_split(tiny_index, val_fraction=0.5)
-        figure = f.plot_class_counts(grouped, ("split", "subset"), path=path)
+        grouped = pcx.dataset.patient_grouped_split(tiny_index, val_fraction=0.5)
+        figure = pcx.eda.plot_class_counts(grouped, ("split", "subset"), path=path)
         assert len(figure.axes) == 2
     elif name == "grid":
-        figure = f.plot_sample_grid(tiny_index, per_class=2, path=path)
+        figure = pcx.eda.plot_sample_grid(tiny_index, per_class=2, path=path)
     elif name == "canny":
-        figure = f.plot_canny(tiny_index["path"].iloc[:2].tolist(), thresholds=((100, 200), (30, 90)), path=path)
+        figure = pcx.eda.plot_canny(tiny_index["path"].iloc[:2].tolist(), thresholds=((100, 200), (30, 90)), path=path)
         assert "low=30, high=90" in figure.axes[2].get_title()
     elif name == "sizes":
-        figure = f.plot_size_distribution(tiny_index, path=path)
+        figure = pcx.eda.plot_size_distribution(tiny_index, path=path)
     elif name == "intensity":
-        figure = f.plot_intensity_histograms(tiny_index, f.intensity_histograms(tiny_index["path"]), path=path)
+        figure = pcx.eda.plot_intensity_histograms(tiny_index, pcx.eda.intensity_histograms(tiny_index["path"]), path=path)
     else:
-        figure = f.plot_images_per_patient(tiny_index, path=path)
+        figure = pcx.eda.plot_images_per_patient(tiny_index, path=path)
     _check_figure(figure, path)
     plots = [ax for ax in figure.axes if ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None]
     if name in ("counts", "sizes", "intensity", "patients"):
@@ -334,7 +331,7 @@ def test_plot_functions_return_labelled_figures_and_save_them(tiny_index, tmp_pa
 
 
 def test_images_per_patient_log_axis_has_plain_labels(tiny_index):
-    figure = f.plot_images_per_patient(tiny_index)
+    figure = pcx.eda.plot_images_per_patient(tiny_index)
     axis = figure.axes[0]
     figure.canvas.draw()
     labels = [t.get_text() for t in axis.get_yticklabels() if t.get_text()]
@@ -346,18 +343,18 @@ def test_images_per_patient_log_axis_has_plain_labels(tiny_index):
 # Findings
 # ----------------------------------------------------------------------------------------------
 def test_data_summary_and_findings_come_from_the_numbers(tiny_index, tmp_path):
-    grouped = f.patient_grouped_split(tiny_index, val_fraction=0.5)
-    duplicates = f.find_duplicates(grouped)
-    overlap = f.patient_overlap_report(grouped)
+    grouped = pcx.dataset.patient_grouped_split(tiny_index, val_fraction=0.5)
+    duplicates = pcx.eda.find_duplicates(grouped)
+    overlap = pcx.eda.patient_overlap_report(grouped)
     mean_gray = pd.Series(np.where(grouped["label"] == "NORMAL", 100.0, 140.0), index=grouped.index)
-    summary = f.data_summary(grouped, grouped, duplicates, overlap, mean_gray)
-    path = f.save_data_summary(summary, tmp_path / "results" / "data_summary.json")
+    summary = pcx.eda.data_summary(grouped, grouped, duplicates, overlap, mean_gray)
+    path = pcx.eda.save_data_summary(summary, tmp_path / "results" / "data_summary.json")
     assert json.loads(path.read_text()) == summary  # JSON-ready
     assert summary["official"]["train"] == {"NORMAL": 3, "PNEUMONIA": 3}
     assert summary["sizes"]["NORMAL"]["width_median"] == 300 and summary["sizes"]["PNEUMONIA"]["aspect_median"] == pytest.approx(2 / 3, abs=1e-3)
     assert summary["duplicates"] == {"groups": 2, "files": 4, "across_splits": 1, "label_conflicts": 0}
     assert summary["overlap"]["PNEUMONIA"]["shared_ids"] == 1
-    text = f.data_findings(summary)
+    text = pcx.eda.data_findings(summary)
     lines = text.splitlines()
     assert all(line.startswith("- **") for line in lines)
     assert "3 PNEUMONIA and 3 NORMAL images (50% PNEUMONIA)" in text
@@ -366,13 +363,13 @@ def test_data_summary_and_findings_come_from_the_numbers(tiny_index, tmp_path):
     assert "NORMAL 100 (sd 0), PNEUMONIA 140 (sd 0): a different brightness on average" in text
     assert "2 groups of byte-identical files (4 files), 1 of them across splits" in text
     assert "1 of 2 PNEUMONIA test ids" in text
-    no_gray = f.data_findings(f.data_summary(grouped, grouped, duplicates, overlap))
+    no_gray = pcx.eda.data_findings(pcx.eda.data_summary(grouped, grouped, duplicates, overlap))
     assert "Grey levels" not in no_gray and "Copies" in no_gray
 
 
 def test_example_images_are_small_pngs_one_per_split_and_class(data_root, tmp_path):
-    fullsize = f.build_index(data_root / "chest_xray_fullsize_sample")
-    written = f.save_example_images(fullsize, tmp_path / "images", max_side=256)
+    fullsize = pcx.dataset.build_index(data_root / "chest_xray_fullsize_sample")
+    written = pcx.eda.save_example_images(fullsize, tmp_path / "images", max_side=256)
     expected = [f"example_{s}_{c.lower()}.png" for s in SPLITS for c in CLASSES]
     assert [p.name for p in written] == expected
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(expected)
@@ -385,7 +382,7 @@ def test_example_images_are_small_pngs_one_per_split_and_class(data_root, tmp_pa
 
 
 def test_example_images_keep_the_aspect_ratio(tiny_index, tmp_path):
-    written = f.save_example_images(tiny_index, tmp_path, max_side=100)
+    written = pcx.eda.save_example_images(tiny_index, tmp_path, max_side=100)
     assert len(written) == 6
     for path in written:
         with Image.open(path) as image:
@@ -399,9 +396,9 @@ DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, so every
 
 
 def test_print_data_dir_prints_the_folder_or_only_the_reason(tiny_tree, tmp_path, capsys):
-    assert f.print_data_dir(tiny_tree) == 0
+    assert pcx.dataset.print_data_dir(tiny_tree) == 0
     assert capsys.readouterr().out.strip() == str(tiny_tree)
-    assert f.print_data_dir(tmp_path / "nowhere") == 1
+    assert pcx.dataset.print_data_dir(tmp_path / "nowhere") == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.strip() == f"error: Data folder not found: {tmp_path / 'nowhere'}"

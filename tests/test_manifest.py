@@ -440,9 +440,11 @@ def test_fetch_by_url_caps_the_download(models, tmp_path, served):
 
 
 def test_fetch_puts_the_old_folder_back_when_the_swap_fails(models, installed, tmp_path, monkeypatch):
+    """Where folders cannot be exchanged atomically: two renames, the old folder put back on failure."""
     archive, _ = pack_models.pack(models, tmp_path / "release.tar.gz")
     before = snapshot(installed)
     rename = os.rename
+    monkeypatch.setattr(fetch_models, "_exchange", lambda first, second: False)
 
     def failing_rename(source, target):
         if Path(source).name == "models":  # the new folder's rename, after the old one was moved aside
@@ -453,6 +455,49 @@ def test_fetch_puts_the_old_folder_back_when_the_swap_fails(models, installed, t
     with pytest.raises(OSError, match="cannot rename"):
         fetch_models.fetch(str(archive), installed, force=True)
     assert snapshot(installed) == before and work_folders(tmp_path) == []
+
+
+def test_fetch_swaps_the_folders_in_one_step(models, installed, tmp_path, monkeypatch):
+    """No rename leaves models/ missing: the swap is one exchange, the old folder removed after it."""
+    archive, _ = pack_models.pack(models, tmp_path / "release.tar.gz")
+    renames = []
+    monkeypatch.setattr(fetch_models.os, "rename", lambda *paths: renames.append(paths))
+    fetch_models.fetch(str(archive), installed, force=True)
+    assert renames == [] and read_manifest(installed) == read_manifest(models) and work_folders(tmp_path) == []
+
+
+# Run fetch in a fresh interpreter that kills itself (SIGKILL: no clean-up runs) just before or just
+# after the exchange of the folders.
+KILLED_FETCH = r"""
+import importlib.util, os, signal, sys
+spec = importlib.util.spec_from_file_location("fetch_models", sys.argv[1])
+fetch_models = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fetch_models)
+exchange, when = fetch_models._exchange, sys.argv[4]
+
+def killed(first, second):
+    if when == "after":
+        exchange(first, second)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+fetch_models._exchange = killed
+fetch_models.fetch(sys.argv[2], fetch_models.Path(sys.argv[3]), force=True)
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_fetch_killed_during_the_swap_leaves_a_whole_models_folder(models, installed, tmp_path, when):
+    archive, _ = pack_models.pack(models, tmp_path / "release.tar.gz")
+    before = snapshot(installed)
+    result = subprocess.run([sys.executable, "-c", KILLED_FETCH, str(REPO / "scripts" / "fetch_models.py"),
+                             str(archive), str(installed), when], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -9, result.stderr
+    if when == "before":
+        assert snapshot(installed) == before
+    else:
+        assert read_manifest(installed) == read_manifest(models)
+        assert (installed / "README.md").read_text() == "# models/\n"
+    assert len(work_folders(tmp_path)) == 1  # the killed run's work folder: never part of models/
 
 
 def test_fetch_command_line_options(models, tmp_path):

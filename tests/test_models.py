@@ -659,7 +659,7 @@ def test_load_bundle_not_a_model(fgc, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # README tables
 # ----------------------------------------------------------------------------------------------
-def test_markdown_table_escapes_cells_and_marked_section_replaced(fgc, tmp_path):
+def test_markdown_table_escapes_cells_and_marked_section_replaced(fgc, update_readme, tmp_path):
     import pandas as pd
 
     table = fgc.markdown_table(pd.DataFrame([{"name": "a|b", "note": "two\nlines"}, {"name": "c", "note": 1.5}]))
@@ -668,8 +668,8 @@ def test_markdown_table_escapes_cells_and_marked_section_replaced(fgc, tmp_path)
 
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\nrest\n")
-    fgc.replace_marked_section(readme, "t", table)
+    update_readme.replace_marked_section(readme, "t", table)
     assert readme.read_text() == f"intro\n<!-- t:start -->\n{table}\n<!-- t:end -->\nrest\n"
     with pytest.raises(ValueError, match="absent:start"):
-        fgc.replace_marked_section(readme, "absent", "x")
+        update_readme.replace_marked_section(readme, "absent", "x")
     assert readme.read_text() == f"intro\n<!-- t:start -->\n{table}\n<!-- t:end -->\nrest\n"  # untouched

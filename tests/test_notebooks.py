@@ -90,9 +90,9 @@ def test_notebook_2_model_deep_learning(repo_root, data_root, run_folder):
     assert protocol["chosen_on_validation"] and protocol["history"][-1]["quick"] is True
     assert protocol["selection_rule"] and protocol["run_started_describe"]
     assert protocol["test_scorings"] == 0  # a quick run on a subset is not a scoring of the published results
-    import functions_for_grad_cam as F
+    import pneumonia_cxr as pcx
 
-    manifest = F.read_manifest(run_folder / "models")  # every bundle present with its SHA-256
+    manifest = pcx.manifest.read_manifest(run_folder / "models")  # every bundle present with its SHA-256
     assert set(ran) == set(manifest["bundles"]), "the manifest lists other networks than the run saved"
     assert manifest["default"] == metrics["served"]["name"] == metrics["app_default"]
     assert {"accuracy", "roc_auc", "sensitivity", "specificity"} <= set(metrics["served"]["test"])

@@ -98,7 +98,7 @@ def metrics():
 
 
 def test_display_names_cover_every_model_and_are_exported(fgc):
-    assert set(fgc.DISPLAY_NAMES) == {"scratch_cnn", "vggface_transfer", "hed_vgg16_transfer",
+    assert set(fgc.DISPLAY_NAMES) == {"scratch_cnn", "vggface_transfer", "face_dlib_resnet", "hed_vgg16_transfer",
                                       "xception_imagenet_transfer", "ensemble"}
     assert fgc.display_name("scratch_cnn") == "Scratch CNN" and fgc.display_name("other") == "other"
     assert fgc.readable_names("scratch_cnn, seed 0; xception_imagenet_transfer") == \

@@ -404,12 +404,17 @@ def test_app_readme_states_the_limits_the_code_sets(repo_root):
                 for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
                 if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant)}
 
-    app, common = constants(repo_root / "app" / "__init__.py"), constants(repo_root / "pneumonia_cxr" / "common.py")
-    text = (repo_root / "app" / "README.md").read_text().replace("\n", " ")
-    assert f"Images over {common['MAX_IMAGE_PIXELS'] / 1e6:g} megapixels ({common['MAX_IMAGE_PIXELS']:,} pixels" in text
+    from pneumonia_cxr import images  # the one module that sets the upload limits
+
+    app = constants(repo_root / "app" / "__init__.py")
+    text = re.sub(r"\s+", " ", (repo_root / "app" / "README.md").read_text())
+    formats = [name.replace("WEBP", "WebP") for name in images.UPLOAD_FORMATS]
+    assert f"Accepted formats: {', '.join(formats[:-1])} and {formats[-1]} (`UPLOAD_FORMATS`)" in text
+    assert f"Images over {images.MAX_IMAGE_PIXELS / 1e6:g} megapixels ({images.MAX_IMAGE_PIXELS:,} pixels" in text
+    assert f"more than {images.MAX_ASPECT_RATIO} times the short side (`MAX_ASPECT_RATIO`" in text
+    assert f"`MAX_UPLOAD_MB` (default {images.DEFAULT_MAX_UPLOAD_MB})" in text
     assert f"at most {app['DISPLAY_MAX_SIDE']} px on the long side" in text
     assert f"`IMAGE_SLOTS` (default {app['DEFAULT_IMAGE_SLOTS']})" in text
-    assert f"`MAX_UPLOAD_MB` (default {app['DEFAULT_MAX_UPLOAD_MB']})" in text
     base = re.search(r"^ARG BASE_IMAGE=(\S+)", (repo_root / "Dockerfile").read_text(), re.MULTILINE).group(1)
     assert f"base `{base}` by default" in text
     for command in (".venv/bin/python scripts/fetch_models.py URL_OR_FILE", ".venv/bin/python -m app",
@@ -427,7 +432,7 @@ def test_container_section_tolerates_missing_keys(update_readme):
 def test_compare_runs_script_writes_the_report_and_refuses_what_is_not_comparable(repo_root, tmp_path):
     record = {"seed": 0, "best_epoch": 3, "threshold": 0.4, "val": {"roc_auc": 0.99},
               "test": {"accuracy": 0.8, "roc_auc": 0.9}, "train_seconds": 10.0}
-    metrics = {"dataset": {"test_n": 624}, "quick": False, "machine": "m",
+    metrics = {"dataset": {"test_n": 624, "images_sha256": "ab" * 32}, "quick": False, "machine": "m",
                "protocol": {"history": [{"scored_at": "t0", "code_commit": "no-such-commit"}]},
                "models": {"scratch_cnn": {"threshold": 0.2, "test": {"accuracy": 0.84, "roc_auc": 0.93},
                                           "seeds": [record]}}}
@@ -436,7 +441,8 @@ def test_compare_runs_script_writes_the_report_and_refuses_what_is_not_comparabl
     rerun["models"]["scratch_cnn"]["seeds"][0]["train_seconds"] = 99.0  # wall time: not a difference
     paths = {}
     for name, content in {"a": metrics, "b": rerun, "copy_of_a": metrics, "quick": rerun | {"quick": True},
-                          "other_data": rerun | {"dataset": {"test_n": 10}}}.items():
+                          "other_data": rerun | {"dataset": {"test_n": 624, "images_sha256": "cd" * 32}},
+                          "no_digest": rerun | {"dataset": {"test_n": 624}}}.items():
         paths[name] = tmp_path / f"{name}.json"
         paths[name].write_text(json.dumps(content))
     (tmp_path / "broken.json").write_text("{not json")
@@ -455,7 +461,8 @@ def test_compare_runs_script_writes_the_report_and_refuses_what_is_not_comparabl
     for bad, message in [(paths["a"], "the same file twice"),
                          (tmp_path / "." / "a.json", "the same file twice"),
                          (paths["copy_of_a"], "two copies of one run (both scored t0 at commit no-such-commit)"),
-                         (paths["quick"], "quick run"), (paths["other_data"], "different data"),
+                         (paths["quick"], "quick run"), (paths["other_data"], "different images"),
+                         (paths["no_digest"], "has no 'dataset.images_sha256'"),
                          (tmp_path / "broken.json", "not JSON"), ("nosuchrev:results/metrics.json", "git show failed"),
                          (tmp_path / "missing.json", "No such file")]:
         failed = run(paths["a"], bad)
