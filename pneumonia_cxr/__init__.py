@@ -16,8 +16,8 @@ Modules, one job each:
 - ``training``: cached features, precision, training loops, logits; ``runs``: trained runs cached by
   what made them; ``experiment``: the model notebook's experiment;
 - ``evaluation``: thresholds, metrics with bootstrap intervals, ensembles, result tables;
-- ``plots``: figures of training and evaluation; ``gradcam``, ``gradcam_checks``: Grad-CAM maps and
-  how far they can be trusted; ``overlay``: a heatmap drawn over an image (no matplotlib);
+- ``plots``: figures of training and evaluation; ``gradcam``, ``gradcam_checks``, ``gradcam_stats``, ``gradcam_report``:
+  Grad-CAM maps; how far they can be trusted (sampling, curves, statistics); the checks in words and figures; ``overlay``: a heatmap drawn over an image (no matplotlib);
 - ``eda``, ``shortcut``: exploratory analysis, the size/aspect shortcut; ``reporting``: findings in words;
 - ``jsonio``: strict JSON for the results files (missing values as ``null``).
 
@@ -34,6 +34,8 @@ from . import (  # noqa: F401  (the submodules, as attributes: pcx.dataset, pcx.
     face,
     gradcam,
     gradcam_checks,
+    gradcam_report,
+    gradcam_stats,
     images,
     jsonio,
     manifest,

@@ -23,6 +23,11 @@ from .training import (SCRATCH_RECIPE, _view_sampler, augmented_batches, cropped
                        predict_logits, seed_everything, train_head_on_cached_features, train_scratch_cnn,
                        train_with_early_stopping)
 
+HEAD_RECIPE: dict = {"epochs": 30, "patience": 3, "batch_size": 16, "learning_rate": 1e-3}  # heads on frozen features
+XCEPTION_EPOCHS, XCEPTION_PATIENCE = 3, 2  # the Xception tail's epoch cap and patience (2 cores: a tail epoch ~2.5 min)
+XCEPTION_VIEWS, VIEW_SEED = 1, 1000  # augmented views per training image cached for the tail; view v's seed: VIEW_SEED + v
+SEEDS = (0, 1, 2)
+
 SCRATCH_CODE = (train_scratch_cnn, augmented_batches, cropped_views, grey_uint8, load_grey_images, augment_images,
                 draw_augmentation, sampling_transforms, build_scratch_cnn, centre_crop_layer,
                 _make_fused_batch_norm_layer, compile_binary_classifier, train_with_early_stopping, seed_everything,
@@ -172,3 +177,46 @@ def test_logits(runs: dict[str, list[dict]], features: dict[str, dict], test_ima
             logits[name].append(values)
             loaded.append(hit)
     return logits, loaded
+
+
+def xception_family(subsets: dict[str, pd.DataFrame], class_weight: dict[int, float], seeds: Sequence[int],
+                    weights: str, recipe_name: str, epochs: int, patience: int, views: int, view_seed: int,
+                    perturbations: Sequence[str], feature_cache: str | os.PathLike, run_cache: str | os.PathLike,
+                    policy: str = "float32") -> dict:
+    """The ImageNet Xception family: the frozen part's activations (cached, ``views`` augmented views of
+    each training image), then one tail per seed trained on them (:func:`head_runs`). Returns
+    ``{"runs", "features", "identity", "feature_seconds", "model", "recipe"}`` (``model``: a float32 network
+    of the family, for its parameter counts)."""
+    from .models import build_xception_transfer, tail_input_extractor
+    from .training import XCEPTION_RECIPES, extractor_identity, frozen_extractor, frozen_features
+
+    fine_tune = XCEPTION_RECIPES[recipe_name]["fine_tune"]
+    model, extractor = frozen_extractor(lambda: build_xception_transfer(weights, fine_tune=fine_tune)[0],
+                                        tail_input_extractor, policy)
+    identity = extractor_identity(extractor)
+    features, seconds = frozen_features(extractor, subsets, feature_cache, views, view_seed, perturbations)
+    recipe = {"epochs": epochs, "patience": patience, "batch_size": 32,
+              "learning_rate": XCEPTION_RECIPES[recipe_name]["learning_rate"]}
+    runs = head_runs("xception_imagenet_transfer",
+                     lambda seed: build_xception_transfer(weights, fine_tune=fine_tune, seed=seed), features, identity,
+                     class_weight, subsets, seeds, recipe, run_cache, code=(build_xception_transfer,))
+    return {"runs": runs, "features": features, "identity": identity, "feature_seconds": seconds, "model": model,
+            "recipe": recipe}
+
+
+def face_family(subsets: dict[str, pd.DataFrame], class_weight: dict[int, float], seeds: Sequence[int],
+                recipe: dict, perturbations: Sequence[str], feature_cache: str | os.PathLike,
+                run_cache: str | os.PathLike, model_file: str | os.PathLike | None = None) -> dict:
+    """The face-recognition family: dlib's descriptors (cached), then the original study's head per seed.
+    Returns ``{"runs", "features", "identity", "feature_seconds", "extractor"}``; raises
+    WeightsUnavailableError when the dlib model is not installed."""
+    from .face import DESCRIPTOR_SIZE, FaceDescriptorExtractor
+    from .models import build_head
+    from .training import frozen_features
+
+    extractor = FaceDescriptorExtractor(model_file)
+    features, seconds = frozen_features(extractor, subsets, feature_cache, 0, 0, perturbations)
+    runs = head_runs("face_dlib_resnet", lambda seed: (None, build_head((DESCRIPTOR_SIZE,), seed)), features,
+                     extractor.identity, class_weight, subsets, seeds, recipe, run_cache, code=(build_head,))
+    return {"runs": runs, "features": features, "identity": extractor.identity, "feature_seconds": seconds,
+            "extractor": extractor}

@@ -6,10 +6,12 @@ notebooks, scripts and benchmarks wrote. Text between ``<!-- name:start -->`` an
 
 Inputs (each optional; a section whose input is missing is left as it is):
 
-- results/metrics.json (model_deep_learning.ipynb): README "findings", "results", "served";
-  docs/reproducibility.md "protocol", "targets", "training";
-- results/gradcam_checks.csv (grad_cam.ipynb): README "gradcam-verdicts" (and findings);
-  docs/gradcam.md "gradcam-checks" (every column the file has) and "gradcam-settings";
+- results/metrics.json (model_deep_learning.ipynb): README "question", "answer", "trust" (the first
+  screen, with results/patient_overlap.json, results/size_baseline.json, results/squash_sensitivity.json
+  and results/data_summary.json), "results", "served"; docs/reproducibility.md "protocol", "targets",
+  "training", "model-findings" (the model notebook's findings);
+- results/gradcam_checks.csv (grad_cam.ipynb): README "gradcam-verdicts" (and findings); the whole of
+  docs/gradcam.md and docs/gradcam_method.md (pneumonia_cxr.gradcam_report);
 - results/data_summary.json (data_visualization.ipynb): README findings (the shortcut caveat),
   docs/data.md "data-findings"; results/patient_overlap.json: docs/data.md "patient-overlap";
 - results/rerun_agreement.json (scripts/compare_runs.py): docs/reproducibility.md "rerun";
@@ -87,9 +89,49 @@ def bullets(lines: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # README.md
 # ----------------------------------------------------------------------------------------------
-def findings_section(metrics: dict, checks=None, data: dict | None = None) -> str:
-    """The README's first-screen answer: 4-6 bullets (pcx.reporting.readme_findings), wrapped."""
-    return bullets(pcx.reporting.readme_findings(metrics, checks, data))
+def question_section(metrics: dict) -> str:
+    """The README's question, as this run tested it (pcx.findings.readme_question), wrapped."""
+    return wrap(pcx.findings.readme_question(metrics))
+
+
+def answer_section(metrics: dict) -> str:
+    """The README's answer in 3-5 plain sentences (pcx.findings.readme_answer), wrapped."""
+    return wrap(pcx.findings.readme_answer(metrics))
+
+
+def trust_section(metrics: dict, overlap: dict | None = None, baseline: dict | None = None,
+                  sensitivity: dict | None = None, data: dict | None = None) -> str:
+    """The README's "How far to trust this" bullets (pcx.findings.trust_list), wrapped."""
+    return bullets(pcx.findings.trust_list(metrics, overlap, baseline, sensitivity, data))
+
+
+def model_findings_section(metrics: dict) -> str:
+    """docs/reproducibility.md: the model notebook's findings (pcx.reporting.model_findings), wrapped."""
+    return bullets(pcx.reporting.model_findings(metrics))
+
+
+def size_shortcut_section(baseline: dict | None, sensitivity: dict | None) -> str:
+    """docs/data.md: the size-only baseline's table and the shortcut caveat with the squash sensitivity."""
+    if not baseline:
+        return wrap("The size-only baseline has not been written yet (`results/size_baseline.json`, "
+                    "data_visualization.ipynb).")
+    return (pcx.evaluation.markdown_table(pcx.shortcut.baseline_table(baseline)) + "\n\n"
+            + wrap(pcx.shortcut.shortcut_caveat(baseline, sensitivity)))
+
+
+def api_example_section(manifest: dict | None, metadata: dict | None) -> str:
+    """app/README.md's curl example; the threshold is the default bundle's (``models/<default>.json``)
+    when trained networks are present, else a placeholder, never a typed number."""
+    model = (manifest or {}).get("default")
+    threshold = (metadata or {}).get("threshold")
+    shown = f"{threshold:.3f}" if isinstance(threshold, (int, float)) else "<the bundle's threshold>"
+    return ("```bash\n"
+            "curl -F file=@person1_virus_6.jpeg http://127.0.0.1:5000/api/predict\n"
+            f"# {{\"label\": \"PNEUMONIA\", \"probability\": <0 to 1>, \"threshold\": {shown}, "
+            f"\"model\": \"{model or '...'}\",\n"
+            "#  \"heatmap_png\": \"<base64 PNG of the Grad-CAM overlay>\"}\n"
+            "curl http://127.0.0.1:5000/healthz       # {\"status\": \"ok\", \"model\": \"...\", \"threshold\": ...}\n"
+            "```")
 
 
 def results_section(metrics: dict) -> str:
@@ -150,53 +192,6 @@ def served_section(metrics: dict) -> str:
         text += (f". Test targets set for the best family: {len(verdicts) - len(missed)} of {len(verdicts)} met"
                  + (f" (missed: {', '.join(missed)})" if missed else ""))
     return wrap(text + ".")
-
-
-OLD_RULE = "sign tests against scattered noise, no correction, no interval"
-STALE_CHECKS_NOTE = ("**Out of date:** the table below comes from the previous models (before the centre crop) and the "
-                     "earlier method of the checks; `grad_cam.ipynb` has not yet been run on the current models.\n\n")
-
-
-def gradcam_verdicts_section(checks) -> str:
-    """The README's compact Grad-CAM table: one row per model, each verdict given for every method
-    (``Grad-CAM / Grad-CAM++``), all predictions; then what a verdict means, the rows whose faithfulness
-    verdict the current rule changes against the old one (the table's ``faithfulness_verdict_old_rule``),
-    and where the figures and the method are."""
-    import pandas as pd
-
-    table = pcx.reporting.gradcam_verdict_table(checks)
-    if "method" not in table or "model" not in table:
-        return pcx.evaluation.markdown_table(table)
-    methods = list(dict.fromkeys(table["method"]))
-    rows = []
-    for model, group in table.groupby("model", sort=False):
-        by_method = group.set_index("method")
-        row = {"model": model}
-        if "images" in group:
-            row["images"] = str(group["images"].iloc[0])
-        for column in group.columns:
-            if column not in ("model", "method", "images"):
-                row[column] = " / ".join(str(by_method[column].get(m, "–")) for m in methods)
-        rows.append(row)
-    note = [f"Where each network looks, on a class-balanced sample of test images (all predictions); each cell: "
-            f"{' / '.join(methods)}"
-            + ("; in brackets, the images with deletion and insertion curves." if "n_curve_images" in checks.columns
-               else ".")]
-    if "faithfulness_verdict_old_rule" in checks.columns:
-        note.append("\"Not faithful\": not shown to be faithful.")
-        changes = pcx.reporting.gradcam_rule_changes(checks)
-        judged = int((checks["subset"] == "all").sum()) if "subset" in checks else len(checks)  # the compared rows
-        shown = changes[changes["subset"] == "all"]
-        listed = "; ".join(f"{old} → {new}: " + ", ".join(f"{r.model} {r.method}" for r in group.itertuples())
-                           for (old, new), group in shown.groupby(["old", "new"], sort=False))
-        note.append(f"The old rule ({OLD_RULE}) "
-                    + (f"reads {len(changes)} of {judged} rows otherwise (old → current)"
-                       + (f"; on all predictions: {listed}." if listed else ", none of them on all predictions.")
-                       if len(changes) else f"reads none of the {judged} rows otherwise."))
-        note.append("Figures and method: [docs/gradcam.md](docs/gradcam.md).")
-    else:
-        note.append("Figures behind each verdict: [docs/gradcam.md](docs/gradcam.md).")
-    return pcx.evaluation.markdown_table(pd.DataFrame(rows)) + "\n\n" + wrap(" ".join(note))
 
 
 def data_section(summary: dict) -> str:
@@ -438,167 +433,15 @@ def patient_overlap_section(report: dict) -> str:
             f"\n\nId readings (ids are compared within a class):\n\n{bullets(readings)}")
 
 
+def gradcam_checks_section(checks) -> str:
+    """The README's Grad-CAM verdicts (between its ``gradcam-verdicts`` markers), in the words of
+    :func:`pneumonia_cxr.gradcam_report.verdicts_section`."""
+    return pcx.gradcam_report.verdicts_section(checks)
+
+
 def data_findings_section(summary: dict) -> str:
     """The data notebook's findings (results/data_summary.json), as bullets."""
     return bullets(pcx.eda.data_findings(summary))
-
-
-GRADCAM_VERDICTS = {"faithfulness_verdict", "sanity_verdict", "border_verdict"}
-FAITHFULNESS_PREFIXES = ("deletion", "insertion", "faithfulness", "drop_", "n_curve")  # columns of the first table
-
-
-def _number(value, digits: int = 3) -> str:
-    """A cell: "–" for NaN, whole numbers without decimals, else ``digits`` decimals; text as it is."""
-    import pandas as pd
-
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if pd.isna(value):
-        return "–"
-    return str(int(value)) if float(value).is_integer() else f"{value:.{digits}f}"
-
-
-def _decimal(value, digits: int = 3) -> str:
-    """A float cell with ``digits`` decimals, "–" for NaN."""
-    import pandas as pd
-
-    return "–" if pd.isna(value) else f"{value:.{digits}f}"
-
-
-def _signed(value, digits: int = 3) -> str:
-    import pandas as pd
-
-    return "–" if pd.isna(value) else f"{value:+.{digits}f}"
-
-
-def _with_interval(value, low, high, digits: int = 3) -> str:
-    """``-0.075 [-0.090, -0.060]`` (signed), the bare value when the interval is missing."""
-    import pandas as pd
-
-    interval = "" if pd.isna(low) or pd.isna(high) else f" [{_signed(low, digits)}, {_signed(high, digits)}]"
-    return _signed(value, digits) + interval
-
-
-def _p_value(value) -> str:
-    """A p-value: "–" when no test ran (NaN), "< 0.001" below that, else 3 decimals."""
-    import pandas as pd
-
-    return "–" if pd.isna(value) else "< 0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def _p_pair(row, name: str) -> str:
-    """``0.016 (0.094)``: the sign test's p-value and its Holm-adjusted one, "–" when no test ran."""
-    import pandas as pd
-
-    if pd.isna(row[f"{name}_p"]):
-        return "–"
-    return f"{_p_value(row[f'{name}_p'])} ({_p_value(row[f'{name}_p_holm'])})"
-
-
-def gradcam_checks_section(checks) -> str:
-    """Markdown tables of results/gradcam_checks.csv (summarise_gradcam_checks), every column it has:
-    a faithfulness table (deletion and insertion on the images with curves: areas of the map, its
-    shifted copies and the noise order, the paired mean difference map - shifted with its 95% bootstrap
-    interval, the images where the map does better, the sign test's p-value with Holm's, and the
-    verdicts by the current and the old rule) and a sanity and borders table (rank correlation with
-    the random-weights network's map, border share against a uniform map's, their counts, tests and
-    verdicts). Verdicts are copied from the file, not re-derived; combined cells only where all their
-    parts are present; any other column is shown on its own, readable, in the table its name belongs
-    to; settings with one value for the whole table go to the settings line instead
-    (:func:`gradcam_settings_section`). The file's earlier format renders too, its columns on their own."""
-    import pandas as pd
-
-    columns = set(checks.columns)
-    used: set[str] = set()
-    limit = pcx.gradcam_checks.RANK_CORR_LIMIT
-
-    def has(*names: str) -> bool:
-        if set(names) <= columns:
-            used.update(names)
-            return True
-        return False
-
-    def keys(row) -> dict:
-        out = {}
-        if has("model"):
-            out["model"] = pcx.common.display_name(row["model"])
-        if has("method"):
-            out["method"] = pcx.reporting.METHOD_NAMES.get(row["method"], row["method"])
-        if has("subset"):
-            out["predictions"] = row["subset"]
-        return out
-
-    def faithfulness_cells(row) -> dict:
-        out = {}
-        if has("n_curve_images"):
-            out["images with curves"] = _number(row["n_curve_images"])
-        for kind, better in (("deletion", "lower"), ("insertion", "higher")):
-            if has(f"{kind}_auc", f"{kind}_auc_shifted", f"{kind}_auc_noise"):
-                out[f"{kind} area: map / shifted / noise"] = " / ".join(
-                    _decimal(row[f"{kind}_auc{suffix}"]) for suffix in ("", "_shifted", "_noise"))
-            if has(f"{kind}_diff_mean", f"{kind}_diff_ci_low", f"{kind}_diff_ci_high"):
-                out[f"{kind}: map - shifted [95% CI]"] = _with_interval(
-                    row[f"{kind}_diff_mean"], row[f"{kind}_diff_ci_low"], row[f"{kind}_diff_ci_high"])
-            if has(f"{kind}_wins", f"{kind}_wins_noise", "n_curve_images"):
-                out[f"{kind}: map {better} than shifted / noise in"] = (
-                    f"{_number(row[f'{kind}_wins'])} / {_number(row[f'{kind}_wins_noise'])} of "
-                    f"{_number(row['n_curve_images'])}")
-            if has(f"{kind}_p", f"{kind}_p_holm"):
-                out[f"{kind} sign test p (Holm)"] = _p_pair(row, kind)
-        if has("faithfulness_verdict"):
-            out["faithfulness"] = row["faithfulness_verdict"]
-        if has("faithfulness_verdict_old_rule"):
-            out["faithfulness, old rule"] = row["faithfulness_verdict_old_rule"]
-        return out
-
-    def sanity_and_border_cells(row) -> dict:
-        out = {}
-        if has("n_images", "n_normal", "n_pneumonia"):
-            out["images (NORMAL / PNEUMONIA)"] = f"{_number(row['n_images'])} ({_number(row['n_normal'])} / " \
-                                                 f"{_number(row['n_pneumonia'])})"
-        if has("n_correct", "n_wrong"):
-            out["correct / wrong"] = f"{_number(row['n_correct'])} / {_number(row['n_wrong'])}"
-        if has("empty_maps"):
-            out["empty maps"] = _number(row["empty_maps"])
-        if has("rank_corr_median", "rank_corr_ci_low", "rank_corr_ci_high"):
-            out["rank corr. with random weights: median [95% CI]"] = _with_interval(
-                row["rank_corr_median"], row["rank_corr_ci_low"], row["rank_corr_ci_high"], 2)
-        if has("sanity_passes", "n_images", "random_maps_constant"):
-            out[f"|r| < {limit} in (random map constant)" if limit else "sanity passes in (random map constant)"] = (
-                f"{_number(row['sanity_passes'])} of {_number(row['n_images'])} "
-                f"({_number(row['random_maps_constant'])})")
-        if has("sanity_p", "sanity_p_holm"):
-            out["sanity sign test p (Holm)"] = _p_pair(row, "sanity")
-        if has("sanity_verdict"):
-            out["sanity"] = row["sanity_verdict"]
-        if has("border_share", "border_share_uniform"):
-            out["border share: map / uniform map"] = (f"{_decimal(row['border_share'], 2)} / "
-                                                      f"{_decimal(row['border_share_uniform'], 2)}")
-        if has("border_passes", "n_images"):
-            out["map below uniform in"] = f"{_number(row['border_passes'])} of {_number(row['n_images'])}"
-        if has("border_p", "border_p_holm"):
-            out["border sign test p (Holm)"] = _p_pair(row, "border")
-        if has("border_verdict"):
-            out["borders"] = row["border_verdict"]
-        return out
-
-    first, second = [], []
-    for _, row in checks.iterrows():
-        used.clear()
-        key = keys(row)
-        faithfulness, other = faithfulness_cells(row), sanity_and_border_cells(row)
-        for column in checks.columns:  # whatever else the file holds, readable, where its name belongs
-            if column in used or (column in SETTINGS_COLUMNS and checks[column].nunique(dropna=False) == 1):
-                continue  # one value for the whole table: in the settings line, not in every row
-            target = faithfulness if column.startswith(FAITHFULNESS_PREFIXES) else other
-            target[pcx.reporting.readable_column(column)] = _number(row[column])
-            for verdict in ("faithfulness", "faithfulness, old rule", "sanity", "borders"):
-                if verdict in target:  # verdicts stay last, after the figures they rest on
-                    target[verdict] = target.pop(verdict)
-        first.append({**key, **faithfulness})
-        second.append({**key, **other})
-    return ("Faithfulness (deletion and insertion curves):\n\n" + pcx.evaluation.markdown_table(pd.DataFrame(first))
-            + "\n\nSanity (random weights) and borders:\n\n" + pcx.evaluation.markdown_table(pd.DataFrame(second)))
 
 
 def container_section(report: dict) -> str:
@@ -683,22 +526,6 @@ def app_summary_section(app_results: dict | None, container: dict | None) -> str
     return wrap("; ".join(parts) + ".") if parts else "Not measured yet (`bench/bench_app.py`)."
 
 
-SETTINGS_COLUMNS = ("deletion_fill", "insertion_blur_sigma", "curve_steps", "baseline_draws",
-                    "baseline_draws_per_point")
-
-
-def gradcam_settings_section(checks) -> str:
-    """The settings of the checks that results/gradcam_checks.csv records (one value per column), or,
-    for the file's earlier format (no settings columns), what that version of the checks did."""
-    found = [f"{pcx.reporting.readable_column(c)}: {_number(checks[c].iloc[0])}" for c in SETTINGS_COLUMNS
-             if c in checks.columns and checks[c].nunique(dropna=False) == 1]
-    if found:
-        return wrap("; ".join(found) + " ([what each means](gradcam_method.md)).")
-    return wrap("The committed file comes from the checks' earlier version, which records no settings: its deletion "
-                "filled pixels with a blurred copy, its baseline ranked pixels by random noise drawn per map cell, and "
-                "its verdicts rested on sign tests alone. The next run of grad_cam.ipynb replaces it.")
-
-
 def app_speed_section(report: dict) -> str:
     """bench/app_results.json: latency and throughput of the app's POST /api/predict."""
     from bench_app import markdown
@@ -725,9 +552,14 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
     checks_path = root / "results" / "gradcam_checks.csv"
     checks = pd.read_csv(checks_path) if checks_path.is_file() else None
     data = _json(root / "results" / "data_summary.json")
-    stale = checks is not None and "deletion_diff_mean" not in checks.columns  # the earlier checks' table
+    overlap = _json(root / "results" / "patient_overlap.json")
+    baseline = _json(root / "results" / "size_baseline.json")
+    sensitivity = _json(root / "results" / "squash_sensitivity.json")
     if metrics is not None:
-        out += [(readme, "findings", findings_section(metrics, None if stale else checks, data)),
+        out += [(readme, "question", question_section(metrics)),
+                (readme, "answer", answer_section(metrics)),
+                (readme, "trust", trust_section(metrics, overlap, baseline, sensitivity, data)),
+                (docs / "reproducibility.md", "model-findings", model_findings_section(metrics)),
                 (readme, "results", results_section(metrics)),
                 (readme, "served", served_section(metrics)),
                 (docs / "reproducibility.md", "targets", targets_section(metrics)),
@@ -735,13 +567,13 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
         if "protocol" in metrics:
             out.append((docs / "reproducibility.md", "protocol", protocol_section(metrics)))
     if checks is not None:
-        out += [(docs / "gradcam.md", "gradcam-checks", gradcam_checks_section(checks)),
-                (docs / "gradcam.md", "gradcam-settings", gradcam_settings_section(checks))]
-        if {"model", "method"} <= set(checks.columns) and GRADCAM_VERDICTS & set(checks.columns):
-            out.append((readme, "gradcam-verdicts", (STALE_CHECKS_NOTE if stale else "") + gradcam_verdicts_section(checks)))
-        else:
-            print(f"{checks_path} has no verdict columns: re-run grad_cam.ipynb; the README's Grad-CAM table "
-                  "is left as it is", file=sys.stderr)
+        out.append((readme, "gradcam-verdicts", gradcam_checks_section(checks)))
+    if baseline is not None or sensitivity is not None:
+        out.append((docs / "data.md", "size-shortcut", size_shortcut_section(baseline, sensitivity)))
+    manifest = _json(root / "models" / "manifest.json")
+    if manifest is not None and manifest.get("default"):
+        metadata = _json(root / "models" / f"{manifest['default']}.json")
+        out.append((app_readme, "api-example", api_example_section(manifest, metadata)))
     if data is not None:
         out += [(docs / "data.md", "data-findings", data_findings_section(data)),
                 (readme, "data", data_section(data))]
@@ -776,9 +608,21 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
     return out
 
 
+def write_gradcam_docs(root: Path = ROOT) -> list[Path]:
+    """docs/gradcam.md and docs/gradcam_method.md, wholly generated from results/gradcam_checks.csv
+    and the rules' constants (pneumonia_cxr.gradcam_report.write_gradcam_docs); nothing without the file."""
+    import pandas as pd
+
+    checks_path = root / "results" / "gradcam_checks.csv"
+    if not checks_path.is_file():
+        return []
+    return pcx.gradcam_report.write_gradcam_docs(pd.read_csv(checks_path), root / "docs", root / "images_for_readme")
+
+
 def main(root: Path = ROOT) -> None:
     for path, marker, content in sections(root):
         replace_marked_section(path, marker, content)
+    write_gradcam_docs(root)
 
 
 if __name__ == "__main__":

@@ -174,21 +174,22 @@ def test_train_scratch_cnn_in_bfloat16_returns_float32_model(fgc):
     import keras
 
     rng = np.random.default_rng(3)
-    x = rng.random((8, *SHAPE), dtype=np.float32)
+    grey = (rng.random((8, 224, 224, 1)) * 255).astype(np.uint8)
     y = np.array([0, 1] * 4, dtype=np.float32)
-    keras.utils.set_random_seed(0)
-    initial = fgc.build_scratch_cnn(SHAPE).get_weights()  # what train_scratch_cnn starts from
-    keras.utils.set_random_seed(0)
+    val = rng.random((4, 224, 224, 3), dtype=np.float32)
+    recipe = {"input_size": 64, "batch_size": 4, "max_epochs": 2, "patience": 2, "precision": "mixed_bfloat16"}
+    fgc.seed_everything(0)
+    initial = fgc.build_scratch_cnn(input_size=64, preprocessing=False).get_weights()  # what training starts from
     before = keras.mixed_precision.global_policy().name
-    model, result = fgc.train_scratch_cnn((x, y), (x, y), {0: 1.0, 1: 1.0}, epochs=2, patience=2,
-                                          precision="mixed_bfloat16", input_shape=SHAPE, verbose=0)
+    model, result = fgc.train_scratch_cnn(grey, y, val, y[:4], {0: 1.0, 1: 1.0}, seed=0, recipe=recipe)
     assert keras.mixed_precision.global_policy().name == before
     assert result.precision == "mixed_bfloat16" and len(result.history["loss"]) == 2
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert model.input_shape == (None, 224, 224, 3) and model.get_layer("resize").output.shape[1:3] == (64, 64)
     changed = [not np.allclose(a, b) for a, b in zip(model.get_weights(), initial)]
     assert all(changed[:4])  # conv1 kernel and bias, bn1 gamma and beta moved: the trained weights
-    probabilities = fgc.predict_probabilities(model, x)
-    assert probabilities.shape == (8,) and np.all((probabilities >= 0) & (probabilities <= 1))
+    probabilities = fgc.predict_probabilities(model, val)
+    assert probabilities.shape == (4,) and np.all((probabilities >= 0) & (probabilities <= 1))
 
 
 def test_make_dataset_matches_image_data_generator_on_224_files(fgc, data_224, tmp_path):

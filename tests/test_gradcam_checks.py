@@ -187,6 +187,8 @@ def test_run_checks_on_a_tiny_model(fgc, keras_seeded):
     assert curves["gradcam"]["morf_shifted"].shape == (4, 2, len(gc.PERCENTILES))
     assert per_image.loc[per_image["method"] == "gradcam++", "morf_diff"].isna().all()
     assert set(cascade["seed"]) == {0, 1}
+    deepest = cascade[(cascade["depth"] == cascade["depth"].max()) & (cascade["method"] == "gradcam")]
+    assert (deepest["rank_corr"].abs() < 0.99).any()  # the explainer sees the randomised weights
     table = gs.summarise_checks(per_image, settings)
     all_rows = table[table["subset"] == "all"]
     assert (all_rows["faithfulness_verdict"] == ["too few images", "not run"]).all()
