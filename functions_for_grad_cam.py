@@ -31,19 +31,3 @@ from pneumonia_cxr.models import (  # noqa: F401
 from pneumonia_cxr.pipeline import load_images, make_dataset  # noqa: F401
 from pneumonia_cxr.plots import plot_training_curves  # noqa: F401
 from pneumonia_cxr.training import predict_probabilities, train_scratch_cnn  # noqa: F401
-
-# TEMPORARY, until the notebooks call ``pcx.<module>.<name>``: every public name of every module, as
-# the notebooks' ``F.<name>`` / ``f.<name>`` expect. The lead removes this block then.
-from pneumonia_cxr.common import *  # noqa: F401,F403,E402
-from pneumonia_cxr.augmentation import *  # noqa: F401,F403,E402
-from pneumonia_cxr.dataset import *  # noqa: F401,F403,E402
-from pneumonia_cxr.images import *  # noqa: F401,F403,E402
-from pneumonia_cxr.pipeline import *  # noqa: F401,F403,E402
-from pneumonia_cxr.eda import *  # noqa: F401,F403,E402
-from pneumonia_cxr.evaluation import *  # noqa: F401,F403,E402
-from pneumonia_cxr.gradcam import *  # noqa: F401,F403,E402
-from pneumonia_cxr.manifest import *  # noqa: F401,F403,E402
-from pneumonia_cxr.models import *  # noqa: F401,F403,E402
-from pneumonia_cxr.plots import *  # noqa: F401,F403,E402
-from pneumonia_cxr.reporting import *  # noqa: F401,F403,E402
-from pneumonia_cxr.training import *  # noqa: F401,F403,E402

@@ -188,7 +188,7 @@ def create_app(model_path: str | os.PathLike | None = None) -> Flask:
             abort(400, description=str(error))
 
     def page(status: int = 200, **context):
-        return render_template("index.html", model=predictor.name, threshold=predictor.threshold,
+        return render_template("index.html", model=pcx.common.display_name(predictor.name), threshold=predictor.threshold,
                                examples=list_examples(app.config["EXAMPLES_DIR"]), disclaimer=DISCLAIMER,
                                max_upload_mb=app.config["MAX_CONTENT_LENGTH"] / 2 ** 20,
                                upload_formats=", ".join(pcx.images.UPLOAD_FORMATS), **context), status

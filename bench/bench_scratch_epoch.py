@@ -5,7 +5,9 @@ Original's way: ``ImageDataGenerator(rescale=1/255).flow_from_directory(train, t
 224), batch_size=16, class_mode='binary')`` (default shuffle) fed to ``model.fit`` of the scratch CNN
 built with Keras' own ``BatchNormalization``, float32, default compile (on a CPU-only machine
 Keras 3 resolves ``jit_compile="auto"`` to False).
-Ours, as ``train_scratch_cnn`` trains it: ``make_dataset`` (decoded images cached in memory,
+Ours, as ``train_scratch_cnn`` trained it until 2026-12-08 (the notebook now trains at 128 px on in-memory
+grey views resampled once per image, ``pcx.training.augmented_batches``, which this benchmark does not
+time; its figures are of the 196 px pipeline below): ``make_dataset`` (decoded images cached in memory,
 shuffled, prefetched), the same architecture and initial weights with ``FusedBatchNormalization``
 (TensorFlow's fused kernel, same function), in ``training_precision("auto")``: mixed_bfloat16 on a
 CPU with native bfloat16 (AMX / AVX512-BF16), else float32. bench/check_bf16_accuracy.py checks on

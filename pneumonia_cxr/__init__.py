@@ -32,6 +32,8 @@ from . import (  # noqa: F401  (the submodules, as attributes: pcx.dataset, pcx.
     evaluation,
     experiment,
     face,
+    findings,
+    front_page,
     gradcam,
     gradcam_checks,
     gradcam_report,

@@ -271,6 +271,3 @@ def normalised_class_weights(weights: dict[int, float]) -> dict[int, float]:
     total = sum(weights.values())
     return {k: v / total for k, v in weights.items()}
 
-
-# Temporary, for the notebooks until they call ``decodable``: the lead removes it then.
-readable = decodable

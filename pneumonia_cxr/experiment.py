@@ -220,3 +220,9 @@ def face_family(subsets: dict[str, pd.DataFrame], class_weight: dict[int, float]
                      extractor.identity, class_weight, subsets, seeds, recipe, run_cache, code=(build_head,))
     return {"runs": runs, "features": features, "identity": extractor.identity, "feature_seconds": seconds,
             "extractor": extractor}
+
+
+def seed_threshold(entry: dict, seed: int) -> float:
+    """The validation threshold (a logit) of one seed of a family's record
+    (:func:`pneumonia_cxr.evaluation.family_entry`)."""
+    return next(record["threshold"] for record in entry["seeds"] if record["seed"] == seed)

@@ -1,6 +1,6 @@
 """Model findings in words, from ``results/metrics.json``: what each family scored and what that
 figure is, the project's targets judged from the record, whether early stopping acted, the README's
-first-screen answer and its results tables. Every sentence is built from the numbers it is given;
+The README's first screen and tables are in ``front_page``. Every sentence is built from the numbers it is given;
 nothing numeric is typed here except the targets, which are the project's own and stated as such.
 (Readable tables and the Grad-CAM words live in ``reporting``.)"""
 from __future__ import annotations
@@ -10,13 +10,12 @@ import re
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from .common import DISPLAY_NAMES, PUBLISHED_RESULTS, display_name
 from .augmentation import VALIDATION_PERTURBATIONS
 from .plots import readable_names
 
-FINDING_MAX_CHARS = 398  # a findings bullet, "- " included, stays within 400 characters
+FINDING_MAX_CHARS = 700  # a findings bullet (notebook and docs, not the README), "- " included
 
 # ----------------------------------------------------------------------------------------------
 # Reading results/metrics.json
@@ -59,14 +58,6 @@ def seed_count(entry: Mapping) -> int:
     """How many seeds a family's record holds (``seed_spread.n_seeds``, else its ``seeds`` list)."""
     n = (entry.get("seed_spread") or {}).get("n_seeds")
     return int(n) if n is not None else len(entry.get("seeds", []))
-
-
-def seed_ensemble_words(n: int | None = None) -> str:
-    """What a family's figure is, said once: its seed-ensemble, the mean logit of its seeds."""
-    seeds = f"{n} seeds" if n else "seeds"
-    return (f"the family's seed-ensemble: the same network trained from {seeds} (different random starts), "
-            f"its outputs averaged as the mean logit (the score before the final sigmoid), at a threshold set on "
-            f"validation images")
 
 
 def scored_models(metrics: dict) -> dict[str, dict]:
@@ -221,9 +212,12 @@ def _pretrained_finding_single_networks(scratch: dict, transfer: dict, missing: 
 
 
 def _short_model(label: str) -> str:
-    """A published model's name without its details: ``InceptionV3 (ImageNet), fine-tuned`` ->
-    ``InceptionV3``; ``ResNet-18, end to end (224 px)`` -> ``ResNet-18``."""
-    return re.sub(r"\s*\([^()]*\)$", "", label.split(",")[0].strip())
+    """A published model's name without its details but with its input size, when given:
+    ``InceptionV3 (ImageNet), fine-tuned`` -> ``InceptionV3``; ``ResNet-18, end to end (224 px)`` ->
+    ``ResNet-18 224 px``."""
+    name = re.sub(r"\s*\([^()]*\)$", "", label.split(",")[0].strip())
+    size = re.search(r"\((\d+ px)\)\s*$", label)
+    return f"{name} {size.group(1)}" if size else name
 
 
 def _grouped(rows, names: str = "all", column: int = 1) -> str:
@@ -270,7 +264,7 @@ def _reference_finding(metrics: dict, references: Iterable = PUBLISHED_RESULTS) 
         return (f"**{heading}: {display_name(best)}**, test accuracy {with_ci(test, 'accuracy')}, ROC-AUC {value}: "
                 f"accuracy " + "; ".join(p for p in parts if p) + auc_text + f" ({tail}).")
 
-    see = "; see the table below"
+    see = "; see the README's table of published results"
     wordings = (("all", True, "all", f"published protocols differ from ours{see}"),
                 ("all", False, "all", f"published protocols differ{see}"),
                 ("original", False, "original", f"published protocols differ{see}"),
@@ -537,209 +531,3 @@ def target_verdicts(metrics: dict) -> list[dict]:
                     "met": all(n >= TARGETS["min_seeds"] for n in seeds.values()),
                     "measured": ", ".join(f"{display_name(n)} {k}" for n, k in seeds.items())})
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Tables of the README
-# ----------------------------------------------------------------------------------------------
-def compact_results_table(metrics: dict) -> pd.DataFrame:
-    """The README's results table: model, accuracy [95% CI], ROC-AUC [95% CI], sensitivity,
-    specificity, seeds; one row per family (its seed-ensemble) and per cross-model ensemble, and a
-    row per family that did not run, or ensemble that was not kept, saying why."""
-    rows = []
-    for name, entry in metrics.get("models", {}).items():
-        test = entry.get("test", {})
-        label = display_name(name)
-        if entry.get("status", "ok") != "ok" or not test:
-            status = ensemble_status_text(entry) if name == "ensemble" or "members" in entry else \
-                readable_names(str(entry.get("status", "not scored")))
-            rows.append({"model": f"{label} ({status})", "accuracy [95% CI]": "–",
-                         "ROC-AUC [95% CI]": "–", "sensitivity": "–", "specificity": "–", "seeds": "–"})
-            continue
-        seeds = entry.get("seed_spread", {}).get("n_seeds", len(entry.get("seeds", [])))
-        rows.append({"model": label + (f" ({len(entry['members'])} models)" if "members" in entry else ""),
-                     "accuracy [95% CI]": with_ci(test, "accuracy"), "ROC-AUC [95% CI]": with_ci(test, "roc_auc"),
-                     "sensitivity": f"{test['sensitivity']:.3f}" if "sensitivity" in test else "–",
-                     "specificity": f"{test['specificity']:.3f}" if "specificity" in test else "–",
-                     "seeds": str(int(seeds)) if seeds else "–"})
-    return pd.DataFrame(rows, columns=["model", "accuracy [95% CI]", "ROC-AUC [95% CI]", "sensitivity",
-                                       "specificity", "seeds"])
-
-
-def published_table(references: Iterable = PUBLISHED_RESULTS) -> pd.DataFrame:
-    """Published results on the official test split, each with its citation (linked) and a note on
-    its protocol."""
-    rows = []
-    for r in references:
-        citation, url, note = (r[3], r[4], r[5]) if len(r) >= 6 else ("", "", "")
-        rows.append({"result": r[0], "accuracy": f"{r[1]:.3f}" if r[1] is not None else "–",
-                     "ROC-AUC": f"{r[2]:.3f}" if r[2] is not None else "–",
-                     "source": f"[{citation}]({url})" if url else citation, "protocol": note})
-    return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------------------------
-# The README's first screen, in plain words: the question as tested, the answer, how far to trust it
-# ----------------------------------------------------------------------------------------------
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def _and(items: Sequence[str]) -> str:
-    items = list(items)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
-
-
-PLAIN_BASES = {  # the pretrained bases as the README's question names them
-    "face_dlib_resnet": "dlib's face-recognition ResNet",
-    "vggface_transfer": "the original study's VGG-Face, trained for face recognition",
-    "hed_vgg16_transfer": "HED-VGG16, trained for edge detection",
-    "xception_imagenet_transfer": "Xception, trained on everyday photos (ImageNet)",
-}
-
-
-def readme_question(metrics: dict) -> str:
-    """The question as this run tested it: the pretrained bases that ran (and what they were trained
-    for), those that did not and why, and the test set it was scored on."""
-    scored = families(metrics)
-    transfer = [PLAIN_BASES.get(n, display_name(n)) for n in scored if n in FAMILIES_PRETRAINED_FOR]
-    text = ("Does a network pretrained for another purpose (" + "; ".join(transfer) + "), given a small new "
-            "classifier on top, tell pneumonia from normal chest X-rays of children better than a small network "
-            "(CNN) trained from scratch on the X-rays alone?") if transfer else \
-        "How well does a small network (CNN) trained from scratch tell pneumonia from normal chest X-rays of children?"
-    missing = not_run(metrics)
-    if missing:
-        text += " Not run here: " + "; ".join(f"{PLAIN_BASES.get(n, display_name(n))} ({why.split(' (')[0]})"
-                                              for n, why in missing.items()) + "."
-    if "face_dlib_resnet" in scored and "vggface_transfer" in missing:
-        text += (" The face-recognition base stands in for the original study's VGG-Face: it is dlib's ResNet face "
-                 "embedding (128 numbers per image) rather than VGG-Face's convolutional features.")
-    recipe = metrics.get("training", {}).get("scratch_recipe") or {}
-    if recipe.get("input_size"):
-        text += (f" The scratch CNN sees the X-rays at {recipe['input_size']} x {recipe['input_size']} px, to fit "
-                 f"this machine's compute ([cost](docs/performance.md#scratch-cnn-input-size)).")
-    data = metrics.get("dataset", {})
-    if data.get("test_n"):
-        text += (f" Every model is scored on the data set's official test set: {data['test_n']} X-rays "
-                 f"({data.get('test_normal', '?')} normal, {data.get('test_pneumonia', '?')} pneumonia), used for no choice.")
-    if metrics.get("quick"):
-        text = "*Quick run on a small subset: these numbers check the pipeline, they are not results.* " + text
-    return text
-
-
-def readme_answer(metrics: dict) -> str:
-    """The answer in 3-5 plain sentences: what an accuracy is and what a seed-ensemble is (said once),
-    one accuracy per model (its seed-ensemble's), the best family's ROC-AUC, sensitivity and
-    specificity explained, and the project's targets met or missed with the figures."""
-    scored = families(metrics)
-    if not scored:
-        return "No model was scored on the test set in this run."
-    data = metrics.get("dataset", {})
-    n_seeds = sorted({seed_count(e) for e in scored.values()})
-    seeds = f"{n_seeds[0]} times" if len(n_seeds) == 1 else "several times"
-    first = (f"Each model below was trained {seeds} from different random starts (seeds); the accuracy given is "
-             f"that of its seed-ensemble, which averages the trained networks' raw scores (the mean logit) and "
-             f"calls pneumonia above a cut-off set on validation images held out from training; accuracy is the "
-             f"share of the {data.get('test_n', 'official')} test X-rays labelled correctly.")
-    scratch = scored.get("scratch_cnn")
-    transfer = {n: e for n, e in scored.items() if n != "scratch_cnn"}
-    ranked = sorted(transfer.items(), key=lambda item: -item[1]["test"]["accuracy"])
-    parts = [f"{display_name(n)} {e['test']['accuracy']:.3f}" for n, e in ranked]
-    if scratch and transfer:
-        reference = scratch["test"]["accuracy"]
-        better = [n for n, e in transfer.items() if e["test"]["accuracy"] > reference]
-        answer = "Yes" if len(better) == len(transfer) else "Partly" if better else "No"
-        second = (f"{answer}: test accuracy {_and(parts)}, against {reference:.3f} for the scratch CNN")
-    else:
-        second = "Test accuracy " + _and([f"{display_name(n)} {e['test']['accuracy']:.3f}" for n, e in scored.items()])
-    published = [r for r in PUBLISHED_RESULTS if r[0].lower().startswith("original study")]
-    if published:
-        second += " (the original study reported " + _and(
-            [f"{r[0].split(',', 1)[1].strip()} {r[1]:.2f}" for r in published]) + ")"
-    sentences = [first, second + "."]
-    best = best_family(metrics)
-    test = metrics["models"][best]["test"]
-    how = "the family chosen on validation" if chosen_on_validation(metrics) else "the best family"
-    if {"roc_auc", "sensitivity", "specificity"} <= set(test):
-        sentences.append(f"{display_name(best)}, {how}, scores a pneumonia X-ray above a normal one with "
-                         f"probability {test['roc_auc']:.3f} (its ROC-AUC), finds {test['sensitivity']:.1%} of "
-                         f"pneumonia X-rays (sensitivity) and clears {test['specificity']:.1%} of normal ones "
-                         f"(specificity).")
-    verdicts = target_verdicts(metrics)
-    best_targets = [v for v in verdicts if v["target"].startswith(("chosen family", "best family"))]
-    if best_targets:
-        missed = [f"{v['target'].split(':')[-1].replace('best family', '').strip()} ({v['measured'].split()[-1]})"
-                  for v in best_targets if not v["met"]]
-        text = (f"It meets {len(best_targets) - len(missed)} of the project's {len(best_targets)} targets for the "
-                f"best family" + (f"; missed: {_and(missed)}" if missed else ""))
-        scratch_target = next((v for v in verdicts if v["target"].startswith("scratch CNN mean")), None)
-        stop = next((v for v in verdicts if v["target"].startswith("scratch CNN early")), None)
-        if scratch_target:
-            text += (f"; the scratch CNN's target (its seeds' mean accuracy ≥ {TARGETS['scratch_mean_accuracy']:g}) "
-                     f"is {verdict_word(scratch_target, bold=False)}")
-        if stop and not stop["met"]:
-            text += ", and its training was cut before validation loss stopped improving"
-        sentences.append(text + " ([targets](docs/reproducibility.md#targets)).")
-    return " ".join(sentences)
-
-
-def _patient_overlap_bullet(overlap: Mapping) -> str | None:
-    rows = {r["label"]: r for r in overlap.get("overlap", []) if r.get("reading") == "patient_id"}
-    if "PNEUMONIA" not in rows:
-        return None
-    p, n = rows["PNEUMONIA"], rows.get("NORMAL")
-    normal = (f"; {n['target_images_of_shared_ids']} of the {n['target_images']} normal ones do"
-              if n else "")
-    return (f"**The same patients may be in training and test.** {p['target_images_of_shared_ids']} of the "
-            f"{p['target_images']} pneumonia test X-rays carry a patient id ({p['shared_ids']} of {p['target_ids']} "
-            f"ids) that also appears in the training data{normal}. The file names cannot tell whether these are the "
-            f"same children; if they are, the test figures flatter the models on pneumonia "
-            f"([details](docs/data.md#patients)).")
-
-
-def _shortcut_bullet(baseline: Mapping | None, sensitivity: Mapping | None, data: Mapping | None) -> str | None:
-    lead = ("**Image size is a shortcut.** Every X-ray is squashed to a square for the networks, so the classes' "
-            "different original sizes and shapes survive as a distortion.")
-    if baseline:
-        from .shortcut import shortcut_caveat
-
-        return f"{lead} {shortcut_caveat(baseline, sensitivity)} ([details](docs/data.md#the-size-shortcut))"
-    if data:
-        from .eda import size_shortcut_sentence
-
-        sentence = size_shortcut_sentence(dict(data))
-        return f"{lead} {sentence}" if sentence else None
-    return None
-
-
-def _scorings_bullet(metrics: dict) -> str | None:
-    protocol = metrics.get("protocol") or {}
-    if "test_scorings" not in protocol:
-        return None
-    n = protocol["test_scorings"]
-    if not n:
-        return ("**The official test set was not scored for published results by this run** (a quick run scores a "
-                "small subset) ([protocol](docs/reproducibility.md#test-protocol)).")
-    return (f"**The official test set has been scored {n} time{'s' if n != 1 else ''}** for published results; "
-            f"the figures here come from the {_ordinal(n)}. Earlier scorings shaped which models and recipes were tried, "
-            f"so these are not the figures of a study planned in advance; every choice in this run was made on "
-            f"validation images ([protocol](docs/reproducibility.md#test-protocol)).")
-
-
-def trust_list(metrics: dict, overlap: Mapping | None = None, baseline: Mapping | None = None,
-               sensitivity: Mapping | None = None, data: Mapping | None = None) -> str:
-    """"How far to trust this" as Markdown bullets, with numbers from the results files: the patient-id
-    overlap (``results/patient_overlap.json``), the size shortcut (``results/size_baseline.json`` and
-    ``results/squash_sensitivity.json`` through :func:`pneumonia_cxr.shortcut.shortcut_caveat`; without
-    them the size difference of ``results/data_summary.json``), how many times the official test set was
-    scored (``protocol.test_scorings``), and a scratch CNN whose training was cut. Missing inputs are
-    left out."""
-    bullets = [_patient_overlap_bullet(overlap) if overlap else None, _shortcut_bullet(baseline, sensitivity, data),
-               _scorings_bullet(metrics)]
-    stop = early_stopping(metrics)
-    if stop is not None and not stop["acted"]:
-        bullets.append(f"**The scratch CNN's training was cut:** its best epoch reached the cap of {stop['cap']} for "
-                       f"{len(stop['best_epochs']) - stop['below']} of {len(stop['best_epochs'])} seeds, so it may be "
-                       f"undertrained.")
-    return "\n".join(f"- {b}" for b in bullets if b)

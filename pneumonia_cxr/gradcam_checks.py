@@ -48,7 +48,7 @@ class CheckSettings:
     baseline_draws: int = 10
     sanity_seeds: int = 3
     sanity_stages: int = 6
-    curve_methods: tuple[str, ...] = ("gradcam", "gradcam++")
+    curve_methods: tuple[str, ...] = ("gradcam",)
     seed: int = 0
 
     def columns(self) -> dict[str, object]:
@@ -128,34 +128,55 @@ def _conjugate_gradients(values, known, tolerance: float, max_iterations: int):
     """Solve ROAD's system exactly (to ``tolerance``) by Jacobi-preconditioned conjugate gradients,
     batched, started from ``values``: for every unknown pixel i, D_i v_i - sum_j w_ij v_j = 0 over
     its in-image neighbours j (D_i their total weight), the known pixels fixed. The matrix is
-    symmetric positive definite, so CG converges; tf (M, H, W, 1)."""
+    symmetric positive definite, so CG converges. One compiled graph loop for every shape; tf (M, H, W, 1)."""
     import tensorflow as tf
 
-    unknown = 1 - known
-    total = _weighted_sum(tf.ones_like(values[:1]))
+    return _compiled_cg()(values, known, tf.constant(tolerance, tf.float32), tf.constant(max_iterations, tf.int32))
 
-    def apply(v):  # the system's matrix on the unknowns (v zero on the known pixels)
-        return unknown * (total * v - _weighted_sum(v))
+
+_CG = None
+
+
+def _compiled_cg():
+    """The compiled loop of :func:`_conjugate_gradients` (built on first use: TensorFlow loads then)."""
+    global _CG
+    if _CG is not None:
+        return _CG
+    import tensorflow as tf
 
     def dot(a, b):
         return tf.reduce_sum(a * b, axis=(1, 2, 3), keepdims=True)
 
-    x = unknown * values
-    residual = unknown * _weighted_sum(known * values) - apply(x)
-    z = residual / total
-    direction, rz = z, dot(residual, z)
-    for _ in range(max_iterations):
-        if float(tf.reduce_max(tf.abs(residual))) < tolerance:
-            break
-        step = apply(direction)
-        alpha = tf.math.divide_no_nan(rz, dot(direction, step))
-        x += alpha * direction
-        residual -= alpha * step
+    grid = tf.TensorSpec([None, None, None, 1], tf.float32)
+
+    @tf.function(input_signature=[grid, grid, tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
+    def solve(values, known, tolerance, max_iterations):
+        unknown = 1 - known
+        total = _weighted_sum(tf.ones_like(values[:1]))
+
+        def apply(v):  # the system's matrix on the unknowns (v zero on the known pixels)
+            return unknown * (total * v - _weighted_sum(v))
+
+        x = unknown * values
+        residual = unknown * _weighted_sum(known * values) - apply(x)
         z = residual / total
-        rz_next = dot(residual, z)
-        direction = z + tf.math.divide_no_nan(rz_next, rz) * direction
-        rz = rz_next
-    return known * values + x
+
+        def step(i, x, residual, direction, rz):
+            product = apply(direction)
+            alpha = tf.math.divide_no_nan(rz, dot(direction, product))
+            x, residual = x + alpha * direction, residual - alpha * product
+            z = residual / total
+            rz_next = dot(residual, z)
+            return i + 1, x, residual, z + tf.math.divide_no_nan(rz_next, rz) * direction, rz_next
+
+        def going(i, x, residual, direction, rz):
+            return tf.logical_and(i < max_iterations, tf.reduce_max(tf.abs(residual)) >= tolerance)
+
+        _, x, *_ = tf.while_loop(going, step, (tf.constant(0), x, residual, z, dot(residual, z)))
+        return known * values + x
+
+    _CG = solve
+    return _CG
 
 
 def linear_imputation(images: np.ndarray, removed: np.ndarray, iterations: int = SOLVER_ITERATIONS) -> np.ndarray:

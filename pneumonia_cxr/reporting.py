@@ -4,15 +4,10 @@
 re-exported here, so ``pcx.reporting.model_findings`` keeps working."""
 from __future__ import annotations
 
-import re
-from typing import Iterable, Mapping, Sequence
-
 import numpy as np
 import pandas as pd
 
-from .common import DISPLAY_NAMES, PUBLISHED_RESULTS, display_name
-from .augmentation import VALIDATION_PERTURBATIONS
-from .plots import readable_names
+from .common import DISPLAY_NAMES
 
 # ----------------------------------------------------------------------------------------------
 # Readable tables
@@ -94,7 +89,8 @@ def readable_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 
 from .findings import (  # noqa: F401  (model findings moved to findings.py; kept importable from here)
-    FAMILIES_PRETRAINED_FOR, TARGETS, best_family, chosen_on_validation, compact_results_table, ensemble_dropped,
-    ensemble_status_text, families, model_findings, not_run, not_run_list, published_table, scored_models,
-    served_entry, served_verdicts, target_verdicts, with_ci,
+    FAMILIES_PRETRAINED_FOR, TARGETS, best_family, chosen_on_validation, ensemble_dropped, ensemble_status_text,
+    families, model_findings, not_run, not_run_list, scored_models, served_entry, served_verdicts, target_verdicts,
+    with_ci,
 )
+from .front_page import compact_results_table, published_table  # noqa: F401  (the README's tables)

@@ -67,12 +67,19 @@ def replace_marked_section(path: str | os.PathLike, marker: str, content: str) -
     path.write_text(f"{head}{start}\n{content}\n{end}{tail}")
 
 
-def bench_renderers(root: Path = ROOT):
-    """bench/render_table.py, loaded from its file (bench/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("render_table", root / "bench" / "render_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench_renderers(root: Path = ROOT, name: str = "render_table"):
+    """bench/<name>.py (render_table by default), loaded from its file: bench/ is a folder of scripts,
+    not a package, and not on the import path; its scripts import their helper bench/common.py as
+    ``common``, which is loaded the same way first."""
+    def load(module_name: str):
+        spec = importlib.util.spec_from_file_location(module_name, root / "bench" / f"{module_name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    if name != "render_table" and "common" not in sys.modules and (root / "bench" / "common.py").is_file():
+        sys.modules["common"] = load("common")
+    return load(name)
 
 
 def bullets(lines: str) -> str:
@@ -90,19 +97,19 @@ def bullets(lines: str) -> str:
 # README.md
 # ----------------------------------------------------------------------------------------------
 def question_section(metrics: dict) -> str:
-    """The README's question, as this run tested it (pcx.findings.readme_question), wrapped."""
-    return wrap(pcx.findings.readme_question(metrics))
+    """The README's question, as this run tested it (pcx.front_page.readme_question), wrapped."""
+    return wrap(pcx.front_page.readme_question(metrics))
 
 
 def answer_section(metrics: dict) -> str:
-    """The README's answer in 3-5 plain sentences (pcx.findings.readme_answer), wrapped."""
-    return wrap(pcx.findings.readme_answer(metrics))
+    """The README's answer in 3-5 plain sentences (pcx.front_page.readme_answer), wrapped."""
+    return wrap(pcx.front_page.readme_answer(metrics))
 
 
 def trust_section(metrics: dict, overlap: dict | None = None, baseline: dict | None = None,
                   sensitivity: dict | None = None, data: dict | None = None) -> str:
-    """The README's "How far to trust this" bullets (pcx.findings.trust_list), wrapped."""
-    return bullets(pcx.findings.trust_list(metrics, overlap, baseline, sensitivity, data))
+    """The README's "How far to trust this" bullets (pcx.front_page.trust_list), wrapped."""
+    return bullets(pcx.front_page.trust_list(metrics, overlap, baseline, sensitivity, data))
 
 
 def model_findings_section(metrics: dict) -> str:
@@ -113,10 +120,19 @@ def model_findings_section(metrics: dict) -> str:
 def size_shortcut_section(baseline: dict | None, sensitivity: dict | None) -> str:
     """docs/data.md: the size-only baseline's table and the shortcut caveat with the squash sensitivity."""
     if not baseline:
-        return wrap("The size-only baseline has not been written yet (`results/size_baseline.json`, "
-                    "data_visualization.ipynb).")
-    return (pcx.evaluation.markdown_table(pcx.shortcut.baseline_table(baseline)) + "\n\n"
+        return wrap("Not measured yet: `data_visualization.ipynb` writes the size-only baseline "
+                    "(`results/size_baseline.json`) and `model_deep_learning.ipynb` the squash sensitivity "
+                    "(`results/squash_sensitivity.json`).")
+    return (pcx.evaluation.markdown_table(pcx.shortcut.baseline_table(baseline).reset_index()) + "\n\n"
             + wrap(pcx.shortcut.shortcut_caveat(baseline, sensitivity)))
+
+
+def training_curves_section(metrics: dict) -> str:
+    """docs/reproducibility.md: the training-curve figure the model notebook writes for each family that
+    ran (``images_for_readme/curves_<family>.png``)."""
+    shown = [f"![Training curves of {pcx.common.display_name(name)}, its saved seed]"
+             f"(../images_for_readme/curves_{name}.png)" for name in pcx.findings.families(metrics)]
+    return "\n\n".join(shown) or "No family was trained in this run."
 
 
 def api_example_section(manifest: dict | None, metadata: dict | None) -> str:
@@ -156,7 +172,11 @@ def results_section(metrics: dict) -> str:
     if training.get("crop") or training.get("augmentation"):
         note.append("Crop and augmentation: [docs/reproducibility.md](docs/reproducibility.md#models-and-training).")
     if metrics.get("machine"):
-        note.append(f"Trained on {metrics['machine']}.")
+        precision = (training.get("scratch_recipe") or {}).get("precision")
+        native = (metrics.get("cpu") or {}).get("native_bfloat16")
+        note.append(f"Trained on {metrics['machine']}"
+                    + ("" if native is None else f" ({'with' if native else 'without'} native bfloat16)")
+                    + (f", in {precision}" if precision else "") + ".")
     return pcx.evaluation.markdown_table(pcx.reporting.compact_results_table(metrics)) + "\n\n" + wrap(" ".join(note))
 
 
@@ -184,8 +204,10 @@ def served_section(metrics: dict) -> str:
     text = f"Without `--model` the app serves {pcx.common.display_name(served['name'])}{seed}, {chosen}"
     test = served.get("test")
     if test:
-        text += (f"; on the test set it scores accuracy {test['accuracy']:.3f}, ROC-AUC {test['roc_auc']:.3f}, "
-                 f"sensitivity {test['sensitivity']:.3f} and specificity {test['specificity']:.3f}")
+        text += (f"; on the test set this one network (not its family's seed-ensemble, so the figures differ from the "
+                 f"table above) scores accuracy {pcx.findings.number(test.get('accuracy'))}, ROC-AUC "
+                 f"{pcx.findings.number(test.get('roc_auc'))}, sensitivity {pcx.findings.number(test.get('sensitivity'))} "
+                 f"and specificity {pcx.findings.number(test.get('specificity'))}")
     verdicts = pcx.reporting.served_verdicts(metrics)
     if verdicts:
         missed = [v["target"] for v in verdicts if not v["met"]]
@@ -200,7 +222,8 @@ def data_section(summary: dict) -> str:
     counts = ", ".join(f"{split} {sum(official[split].values()):,}" for split in ("train", "val", "test") if split in official)
     return wrap(f"**Data:** Kermany, Zhang, Goldbaum, Mendeley Data v2, "
                 f"[doi:10.17632/rscbjbr9sj.2](https://doi.org/10.17632/rscbjbr9sj.2), CC BY 4.0: "
-                f"{summary['images']:,} chest X-rays of children aged one to five; official split {counts}.")
+                f"{summary['images']:,} chest X-rays of children aged one to five; official split {counts}. Its patient "
+                f"ids, the size shortcut and every figure of the data notebook: [docs/data.md](docs/data.md).")
 
 
 def cost_section(bench: dict, docs: str = "docs") -> str:
@@ -227,9 +250,9 @@ def cost_section(bench: dict, docs: str = "docs") -> str:
 # docs/reproducibility.md
 # ----------------------------------------------------------------------------------------------
 def targets_section(metrics: dict) -> str:
-    """The project's targets on the official test set, each met or not met with the measured figure."""
+    """The project's targets on the official test set, each met or missed with the measured figure."""
     verdicts = pcx.reporting.target_verdicts(metrics)
-    lines = [f"- {v['target']}: {'**met**' if v['met'] else '**not met**'} ({v['measured']})." for v in verdicts]
+    lines = [f"- {v['target']}: {'**met**' if v['met'] else '**missed**'} ({v['measured']})." for v in verdicts]
     missing = pcx.reporting.not_run(metrics)
     note = f"\n\nNot run, so not judged: {pcx.reporting.not_run_list(missing)}." if missing else ""
     best = pcx.reporting.best_family(metrics)
@@ -244,7 +267,7 @@ def targets_section(metrics: dict) -> str:
         head = (f"Verdicts computed from `results/metrics.json`; the best family is the one with the highest test "
                 f"accuracy ({pcx.common.display_name(best)}).\n\n")
     served = pcx.reporting.served_entry(metrics) or {}
-    served_lines = [f"- {v['target']}: {'**met**' if v['met'] else '**not met**'} ({v['measured']})."
+    served_lines = [f"- {v['target']}: {'**met**' if v['met'] else '**missed**'} ({v['measured']})."
                     for v in pcx.reporting.served_verdicts(metrics)]
     served_note = (f"\n\nThe served network, {pcx.common.display_name(served.get('name', ''))} seed {served.get('seed')}, "
                    f"against the same test targets:\n\n" + bullets("\n".join(served_lines))) if served_lines else ""
@@ -348,6 +371,12 @@ def training_section(metrics: dict) -> str:
     if isinstance(views, dict):
         lines.append("- **Cached augmented views per training image:** "
                      + ", ".join(f"{pcx.common.display_name(k)} {v}" for k, v in views.items()))
+    for key, label in (("scratch_recipe", "Scratch CNN recipe"), ("head_recipe", "Frozen-base heads' recipe"),
+                       ("xception_recipe", "Xception recipe")):
+        recipe = training.get(key)
+        if isinstance(recipe, dict) and recipe:
+            lines.append(f"- **{label}:** " + ", ".join(f"{pcx.reporting.readable_column(k)} {v}" for k, v in recipe.items()
+                                                       if v is not None))
     return bullets("\n".join(lines)) if lines else "The run recorded no crop or augmentation (`training` in `results/metrics.json`)."
 
 
@@ -528,7 +557,7 @@ def app_summary_section(app_results: dict | None, container: dict | None) -> str
 
 def app_speed_section(report: dict) -> str:
     """bench/app_results.json: latency and throughput of the app's POST /api/predict."""
-    from bench_app import markdown
+    markdown = bench_renderers(name="bench_app").markdown
 
     return (markdown(report["results"]) + "\n\n" +
             wrap(f"Model {pcx.common.display_name(report['model'])}, {report['machine']['cpus']} CPUs, "
@@ -560,6 +589,7 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
                 (readme, "answer", answer_section(metrics)),
                 (readme, "trust", trust_section(metrics, overlap, baseline, sensitivity, data)),
                 (docs / "reproducibility.md", "model-findings", model_findings_section(metrics)),
+                (docs / "reproducibility.md", "training-curves", training_curves_section(metrics)),
                 (readme, "results", results_section(metrics)),
                 (readme, "served", served_section(metrics)),
                 (docs / "reproducibility.md", "targets", targets_section(metrics)),
@@ -568,8 +598,7 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
             out.append((docs / "reproducibility.md", "protocol", protocol_section(metrics)))
     if checks is not None:
         out.append((readme, "gradcam-verdicts", gradcam_checks_section(checks)))
-    if baseline is not None or sensitivity is not None:
-        out.append((docs / "data.md", "size-shortcut", size_shortcut_section(baseline, sensitivity)))
+    out.append((docs / "data.md", "size-shortcut", size_shortcut_section(baseline, sensitivity)))
     manifest = _json(root / "models" / "manifest.json")
     if manifest is not None and manifest.get("default"):
         metadata = _json(root / "models" / f"{manifest['default']}.json")
@@ -603,8 +632,12 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
         out.append((readme, "app-summary", app_summary_section(app_speed, container)))
     precision = _json(root / "bench" / "precision_check.json")
     if precision is not None:
-        out.append((docs / "reproducibility.md", "precision-check",
-                    wrap(bench_renderers().render_precision_check(precision))))
+        try:
+            out.append((docs / "reproducibility.md", "precision-check",
+                        wrap(bench_renderers().render_precision_check(precision))))
+        except (KeyError, TypeError) as error:  # a file of another format than bench/render_table.py reads
+            print(f"bench/precision_check.json does not have the format bench/render_table.py reads ({error!r}): "
+                  "re-run bench/check_bf16_accuracy.py; the precision-check section is left as it is", file=sys.stderr)
     return out
 
 
