@@ -88,7 +88,7 @@ def main() -> None:
         "setup": {"train_n": len(subsets["train"]), "val_n": len(subsets["val"]), "seeds": args.seeds,
                   "recipe": pcx.training.SCRATCH_RECIPE, "quick": args.quick,
                   "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        "machine": common.machine_info() | {"cpu_flags_bfloat16": [f for f in pcx.record.BFLOAT16_FLAGS if f in cpu["flags"]]},
+        "machine": common.machine_info(),
         "runs": runs,
     }
     jsonio.write_json(report, args.output)

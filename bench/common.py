@@ -140,9 +140,12 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict:
-    """CPU model and cores, TensorFlow / Keras / Python versions, date of the run."""
+    """CPU model, cores and whether it has native bfloat16 (with the flags that say so), TensorFlow /
+    Keras / Python versions, date of the run."""
     import keras
     import tensorflow as tf
+
+    import pneumonia_cxr as pcx
 
     try:
         usable = len(os.sched_getaffinity(0))
@@ -152,6 +155,8 @@ def machine_info() -> dict:
             "tensorflow": tf.__version__, "keras": keras.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "gpu": bool(tf.config.list_physical_devices("GPU")),
+            "native_bfloat16": pcx.record.cpu_description()["native_bfloat16"],
+            "cpu_flags_bfloat16": [f for f in pcx.record.BFLOAT16_FLAGS if f in pcx.record.cpu_description()["flags"]],
             "date": utc_now()}
 
 
@@ -162,8 +167,8 @@ BENCHMARK_MODELS: dict[str, str | None] = {
     "scratch_epoch": "scratch CNN (build_scratch_cnn)",
     "transfer_epoch": "HED VGG16 transfer (pretrained frozen base + head)",
     "transfer_10_epochs": "HED VGG16 transfer (pretrained frozen base + head)",
-    "reproduction_wall_time": "the notebooks' defaults: scratch CNN 1 seed (at most 2 epochs), Xception transfer 3 seeds "
-                              "(at most 3 epochs); HED VGG16 and VGG-Face not run",
+    "reproduction_wall_time": "the notebooks' defaults: scratch CNN, face-recognition base (dlib ResNet) and Xception "
+                              "transfer, 3 seeds each; HED VGG16 and VGG-Face not run",
     "model_notebook_wall_time": "scratch CNN, HED VGG16 and Xception transfer, 3 seeds each (VGG-Face not run)",
     "grad_cam_notebook_wall_time": "the three saved networks (scratch CNN, HED VGG16, Xception)",
     "reproduction_quick_wall_time": "the notebooks' defaults on the quick subset: scratch CNN 1 seed, Xception transfer 3 seeds "
