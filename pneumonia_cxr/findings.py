@@ -14,6 +14,7 @@ import numpy as np
 from .common import DISPLAY_NAMES, PUBLISHED_RESULTS, display_name
 from .augmentation import VALIDATION_PERTURBATIONS
 from .plots import readable_names
+from .reporting import MISSING, p_text
 
 FINDING_MAX_CHARS = 700  # a findings bullet (notebook and docs, not the README), "- " included
 
@@ -26,7 +27,6 @@ FAMILIES_PRETRAINED_FOR = {  # what each transfer family's base was trained for:
     "hed_vgg16_transfer": "edge detection",
     "xception_imagenet_transfer": "recognising objects in photos",
 }
-MISSING = "–"  # what a table or sentence shows for a value the record does not have
 
 # The project's targets on the official test set, for the published rows.
 TARGETS = {"best_accuracy": 0.92, "best_roc_auc": 0.975, "best_specificity": 0.85, "best_sensitivity": 0.95,
@@ -39,13 +39,6 @@ def number(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return MISSING
     return f"{value:.{digits}f}"
-
-
-def p_text(value) -> str:
-    """A p-value: "< 0.001" below that, else 3 decimals; "–" when missing."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return MISSING
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def pretrained_for(name: str) -> str:
@@ -153,8 +146,50 @@ def served_entry(metrics: dict) -> dict | None:
 # ----------------------------------------------------------------------------------------------
 # Findings in words
 # ----------------------------------------------------------------------------------------------
+ALPHA = 0.05  # a paired difference on the test images counts when McNemar's exact p is below this
+
+
+def compared_with_scratch(metrics: dict) -> list[dict]:
+    """Each scored transfer family's seed-ensemble against the scratch CNN's on the same test images, highest
+    accuracy first: ``name``, ``accuracy``, McNemar's exact ``p`` (``metrics["paired_tests"]``; None where the
+    record has none) and ``relation``: "higher" or "lower" when p < 0.05, else "not distinguishable"."""
+    scored = families(metrics)
+    scratch = scored.get("scratch_cnn")
+    if not scratch:
+        return []
+    pairs = {frozenset((t["a"], t["b"])): t["p_value"] for t in metrics.get("paired_tests", [])}
+    rows = []
+    for name, entry in scored.items():
+        if name == "scratch_cnn":
+            continue
+        accuracy, p = entry["test"]["accuracy"], pairs.get(frozenset((name, "scratch_cnn")))
+        apart = p < ALPHA if p is not None else _overlap(entry["test"], scratch["test"], "accuracy") is False
+        relation = ("higher" if accuracy > scratch["test"]["accuracy"] else "lower") if apart else "not distinguishable"
+        rows.append({"name": name, "accuracy": accuracy, "p": p, "relation": relation})
+    return sorted(rows, key=lambda row: -row["accuracy"])
+
+
+def pretrained_answer(comparisons: Sequence[dict]) -> str:
+    """"yes" when every transfer family is higher than the scratch CNN, "no" when none is, else "partly"."""
+    higher = sum(row["relation"] == "higher" for row in comparisons)
+    return "yes" if higher == len(comparisons) else "no" if higher == 0 else "partly"
+
+
+def comparison_text(row: Mapping) -> str:
+    """``ImageNet Xception transfer (pretrained for ...) 0.909, not distinguishable (McNemar p 0.708)``."""
+    test = f"McNemar p {p_text(row['p'])}" if row["p"] is not None else "95% intervals"
+    return f"{display_name(row['name'])}{pretrained_for(row['name'])} {row['accuracy']:.3f}, {row['relation']} ({test})"
+
+
+def _count(metrics: dict, key: str) -> str:
+    """``"624 "`` from ``metrics["dataset"][key]``, or "" where the record has no such count."""
+    value = metrics.get("dataset", {}).get(key)
+    return f"{value} " if value is not None else ""
+
+
 def _pretrained_finding(metrics: dict) -> str | None:
-    """Does a base pretrained for another purpose beat the scratch CNN?"""
+    """Does a base pretrained for another purpose beat the scratch CNN? Judged per family by the paired test
+    on the test images, not by the point estimates."""
     scored = families(metrics)
     scratch = scored.get("scratch_cnn")
     transfer = {n: e for n, e in scored.items() if n != "scratch_cnn"}
@@ -162,19 +197,13 @@ def _pretrained_finding(metrics: dict) -> str | None:
         return None
     if any(len(e.get("seeds", [])) != len(scratch.get("seeds", [])) for e in transfer.values()):
         return _pretrained_finding_single_networks(scratch, transfer, not_run(metrics))
-    reference = scratch["test"]["accuracy"]
-    better = [n for n, e in transfer.items() if e["test"]["accuracy"] > reference]
-    answer = "partly" if better and len(better) < len(transfer) else "yes" if better else "no"
-    parts = []
-    for name, entry in sorted(transfer.items(), key=lambda item: -item[1]["test"]["accuracy"]):
-        parts.append(f"{display_name(name)}{pretrained_for(name)} {entry['test']['accuracy']:.3f}")
-    overlaps = [_overlap(e["test"], scratch["test"], "accuracy") for e in transfer.values()]
-    caveat = ("; the 95% intervals overlap in every comparison" if all(o is True for o in overlaps) else
-              "; the 95% intervals overlap in some comparisons" if any(o is True for o in overlaps) else "")
+    comparisons = compared_with_scratch(metrics)
     n = seed_count(scratch)
-    return (f"**Pretrained for another purpose vs from scratch: {answer}.** Test accuracy of each family's "
-            f"seed-ensemble (the mean logit of its {n} seed{'s' if n != 1 else ''}): "
-            + " and ".join(parts) + f", against the scratch CNN's {reference:.3f}{caveat}.{_not_run_sentence(not_run(metrics))}")
+    return (f"**Pretrained for another purpose vs from scratch: {pretrained_answer(comparisons)}.** Test accuracy of "
+            f"each family's seed-ensemble (the mean logit of its {n} seed{'s' if n != 1 else ''}), against the "
+            f"scratch CNN's {scratch['test']['accuracy']:.3f} on the same {_count(metrics, 'test_n')}test images: "
+            + "; ".join(comparison_text(row) for row in comparisons)
+            + f".{_not_run_sentence(not_run(metrics))}")
 
 
 def _not_run_sentence(missing: Mapping[str, str]) -> str:

@@ -9,7 +9,8 @@ from typing import Iterable, Mapping, Sequence
 import pandas as pd
 
 from .common import PUBLISHED_RESULTS, display_name
-from .findings import (FAMILIES_PRETRAINED_FOR, TARGETS, best_family, chosen_on_validation, early_stopping,
+from .findings import (FAMILIES_PRETRAINED_FOR, TARGETS, best_family, chosen_on_validation, comparison_text,
+                       compared_with_scratch, early_stopping, pretrained_answer,
                        ensemble_status_text, families, not_run, number, seed_count, target_verdicts, verdict_word,
                        with_ci)
 from .plots import readable_names
@@ -96,7 +97,7 @@ def readme_question(metrics: dict) -> str:
     data = metrics.get("dataset", {})
     if data.get("test_n"):
         text += (f" Every model is scored on the data set's official test set: {data['test_n']} X-rays "
-                 f"({data.get('test_normal', '?')} normal, {data.get('test_pneumonia', '?')} pneumonia), used for no choice.")
+                 f"({data.get('test_normal', '?')} normal, {data.get('test_pneumonia', '?')} pneumonia), used for no choice in this run.")
     if metrics.get("quick"):
         text = "*Quick run on a small subset: these numbers check the pipeline, they are not results.* " + text
     return text
@@ -117,26 +118,23 @@ def readme_answer(metrics: dict) -> str:
              f"calls pneumonia above a cut-off set on validation images held out from training; accuracy is the "
              f"share of the {data.get('test_n', 'official')} test X-rays labelled correctly.")
     scratch = scored.get("scratch_cnn")
-    transfer = {n: e for n, e in scored.items() if n != "scratch_cnn"}
-    ranked = sorted(transfer.items(), key=lambda item: -item[1]["test"]["accuracy"])
-    parts = [f"{display_name(n)} {e['test']['accuracy']:.3f}" for n, e in ranked]
-    if scratch and transfer:
-        reference = scratch["test"]["accuracy"]
-        better = [n for n, e in transfer.items() if e["test"]["accuracy"] > reference]
-        answer = "Yes" if len(better) == len(transfer) else "Partly" if better else "No"
-        second = (f"{answer}: test accuracy {_and(parts)}, against {reference:.3f} for the scratch CNN")
+    comparisons = compared_with_scratch(metrics)
+    if scratch and comparisons:
+        answer = pretrained_answer(comparisons).capitalize()
+        second = (f"{answer}, judged by a paired test (McNemar's) on the same test X-rays against the scratch CNN's "
+                  f"accuracy of {scratch['test']['accuracy']:.3f}: " + "; ".join(comparison_text(row) for row in comparisons))
     else:
         second = "Test accuracy " + _and([f"{display_name(n)} {e['test']['accuracy']:.3f}" for n, e in scored.items()])
     published = [r for r in PUBLISHED_RESULTS if r[0].lower().startswith("original study")]
     if published:
-        second += " (the original study reported " + _and(
-            [f"{r[0].split(',', 1)[1].strip()} {r[1]:.2f}" for r in published]) + ")"
+        second += (" (the original study reported single networks, not seed-ensembles, which tend to score a little "
+                   "higher: " + _and([f"{r[0].split(',', 1)[1].strip()} {r[1]:.2f}" for r in published]) + ")")
     sentences = [first, second + "."]
     best = best_family(metrics)
     test = metrics["models"][best]["test"]
-    how = "the model chosen on validation images" if chosen_on_validation(metrics) else "the best model"
+    how = "the family chosen on validation images" if chosen_on_validation(metrics) else "the best family"
     if {"roc_auc", "sensitivity", "specificity"} <= set(test):
-        sentences.append(f"{display_name(best)}, {how}, scores a pneumonia X-ray above a normal one with "
+        sentences.append(f"The seed-ensemble of {display_name(best)}, {how}, scores a pneumonia X-ray above a normal one with "
                          f"probability {test['roc_auc']:.3f} (its ROC-AUC), finds {test['sensitivity']:.1%} of "
                          f"pneumonia X-rays (sensitivity) and clears {test['specificity']:.1%} of normal ones "
                          f"(specificity).")
@@ -180,9 +178,9 @@ def _shortcut_bullet(baseline: Mapping | None, sensitivity: Mapping | None, data
             "i.e. shrunk with its shape kept and the rest padded), so the classes' different original sizes and "
             "shapes survive as a distortion.")
     if baseline:
-        from .shortcut import shortcut_caveat
+        from .shortcut import shortcut_caveat_brief
 
-        return f"{lead} {shortcut_caveat(baseline, sensitivity)} ([details](docs/data.md#the-size-shortcut))"
+        return f"{lead} {shortcut_caveat_brief(baseline, sensitivity)} ([details](docs/data.md#the-size-shortcut))"
     if data:
         from .eda import size_shortcut_sentence
 
@@ -201,8 +199,9 @@ def _scorings_bullet(metrics: dict) -> str | None:
                 "small subset) ([protocol](docs/reproducibility.md#test-protocol)).")
     return (f"**The official test set has been scored {n} time{'s' if n != 1 else ''}** for published results; "
             f"the figures here come from the {_ordinal(n)}. Earlier scorings shaped which models and recipes were tried, "
-            f"so these are not the figures of a study planned in advance; every choice in this run was made on "
-            f"validation images ([protocol](docs/reproducibility.md#test-protocol)).")
+            f"so these are not the figures of a study planned in advance; every tuned choice in this run (epochs, "
+            f"thresholds, saved seeds, ensemble, served network) was made on validation images; input size, seeds, "
+            f"epoch caps and families were set by the compute at hand ([protocol](docs/reproducibility.md#test-protocol)).")
 
 
 def trust_list(metrics: dict, overlap: Mapping | None = None, baseline: Mapping | None = None,
@@ -211,13 +210,14 @@ def trust_list(metrics: dict, overlap: Mapping | None = None, baseline: Mapping 
     overlap (``results/patient_overlap.json``), the size shortcut (``results/size_baseline.json`` and
     ``results/squash_sensitivity.json`` through :func:`pneumonia_cxr.shortcut.shortcut_caveat`; without
     them the size difference of ``results/data_summary.json``), how many times the official test set was
-    scored (``protocol.test_scorings``), and a scratch CNN whose training was cut. Missing inputs are
+    scored (``protocol.test_scorings``), and each family whose training was cut by its epoch cap. Missing inputs are
     left out."""
     bullets = [_patient_overlap_bullet(overlap) if overlap else None, _shortcut_bullet(baseline, sensitivity, data),
                _scorings_bullet(metrics)]
-    stop = early_stopping(metrics)
-    if stop is not None and not stop["acted"]:
-        bullets.append(f"**The scratch CNN's training was cut:** its best epoch reached the cap of {stop['cap']} for "
-                       f"{len(stop['best_epochs']) - stop['below']} of {len(stop['best_epochs'])} seeds, so it may be "
-                       f"undertrained.")
+    for name in families(metrics):
+        stop = early_stopping(metrics, name)
+        if stop is not None and not stop["acted"]:
+            bullets.append(f"**{display_name(name)}'s training was cut:** its best epoch reached the cap of "
+                           f"{stop['cap']} for {len(stop['best_epochs']) - stop['below']} of "
+                           f"{len(stop['best_epochs'])} seeds, so it may be undertrained.")
     return "\n".join(f"- {b}" for b in bullets if b)

@@ -204,7 +204,8 @@ Everything is measured inside the box the model sees (its centre crop), never on
 - **Score:** the logit of the explained class (its negative for NORMAL), not the saturating sigmoid; a curve's
   value is its mean over the percentiles.
 - **Baseline:** the same map flipped and shifted by up to {gc.SHIFT_FRACTION:.0%} of the crop's side, without
-  wrapping (what leaves the crop is dropped), `baseline_draws` times per image (10 by default); every copy is
+  wrapping (what leaves the crop is dropped and the area it uncovers is 0, so a copy can hold less of the map's
+  mass than the map, and its zero pixels are ranked by the random tie-break), `baseline_draws` times per image (10 by default); every copy is
   scored at every percentile and their curves averaged.
 - Per image, the paired difference map - copies: MoRF lower is better, LeRF higher is better. ROAD's combined
   score (LeRF - MoRF) / 2 is reported too, without a test.
@@ -227,7 +228,7 @@ Everything is measured inside the box the model sees (its centre crop), never on
   cumulatively from the output down, for `sanity_seeds` seeds (3 by default), at up to `sanity_stages` depths.
 - At each depth the map of the same class is compared with the trained map by Spearman's rho at the last
   convolution's resolution (`results/gradcam_sanity_per_layer.csv`).
-- An image passes when the median |rho| over seeds with every layer randomised is below {gc.RANK_CORR_LIMIT}.
+- An image passes when |median rho| over seeds with every layer randomised is below {gc.RANK_CORR_LIMIT}.
   A constant random-weights map has no ranks: it is counted apart and is never a pass.
 - The verdict "passes" needs the share of passing images to be significantly above one half: one-sided sign
   test, Holm over the sanity tests of the table.

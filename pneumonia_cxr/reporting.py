@@ -1,8 +1,9 @@
-"""Readable tables and Grad-CAM verdicts in words, built from the numbers they are given
-(``results/gradcam_checks.csv`` and any result table). The model findings (``results/metrics.json``:
-``model_findings``, the targets, the README's answer and tables) live in ``findings`` and are
-re-exported here, so ``pcx.reporting.model_findings`` keeps working."""
+"""Readable tables: names in words, numbers rounded for reading, p-values and missing values as a reader
+expects them. The model findings in words live in ``findings``, the README's first screen in
+``front_page``, the Grad-CAM verdicts in ``gradcam_report``."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -57,23 +58,41 @@ def _is_text(index: pd.Index) -> bool:
     return index.dtype == object or pd.api.types.is_string_dtype(index)
 
 
+MISSING = "–"  # what a table or sentence shows for a value the record does not have
+
+
+def p_text(value) -> str:
+    """A p-value: "< 0.001" below that, else 3 decimals; "–" when missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return MISSING
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _is_p_value(column) -> bool:
+    return str(column).replace("_", "-").replace(" ", "-").lower() in ("p-value", "p", "p-holm")
+
+
 def readable_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """``frame`` as a reader should see it: column and index names in words
     (:func:`readable_column`), model code names in cells and index as their readable names,
     floats rounded to ``digits`` decimals and float columns that hold only whole numbers shown as
-    integers (``3.000`` -> ``3``). Returns a new DataFrame; ``frame`` is left as it is. Columns of
-    Python objects (e.g. after a transpose) are first given the dtype their values share."""
+    integers (``3.000`` -> ``3``), p-values as "< 0.001" below that, and missing values as "–". Returns a
+    new DataFrame; ``frame`` is left as it is. Columns of Python objects (e.g. after a transpose) are first
+    given the dtype their values share."""
     table = frame.infer_objects()
     for column in table.columns:
         values = table[column]
         if pd.api.types.is_bool_dtype(values):
             continue
-        if pd.api.types.is_float_dtype(values):
+        if _is_p_value(column) and pd.api.types.is_numeric_dtype(values):
+            table[column] = values.map(p_text)
+        elif pd.api.types.is_float_dtype(values):
             finite = values.dropna()
             if len(finite) and np.isfinite(finite).all() and (finite == np.round(finite)).all():
-                table[column] = values.round().astype("Int64")
+                rounded = values.round().astype("Int64")
             else:
-                table[column] = values.round(digits)
+                rounded = values.round(digits)
+            table[column] = rounded.astype(object).where(rounded.notna(), MISSING) if rounded.isna().any() else rounded
         elif values.dtype == object or pd.api.types.is_string_dtype(values):
             table[column] = values.map(_readable_value)
     table = table.rename(columns=readable_column)
@@ -87,10 +106,3 @@ def readable_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         table.columns.name = readable_column(table.columns.name)
     return table
 
-
-from .findings import (  # noqa: F401  (model findings moved to findings.py; kept importable from here)
-    FAMILIES_PRETRAINED_FOR, TARGETS, best_family, chosen_on_validation, ensemble_dropped, ensemble_status_text,
-    families, model_findings, not_run, not_run_list, scored_models, served_entry, served_verdicts, target_verdicts,
-    with_ci,
-)
-from .front_page import compact_results_table, published_table  # noqa: F401  (the README's tables)

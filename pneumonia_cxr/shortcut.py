@@ -33,6 +33,7 @@ SPLIT_KIND = "trained on the training split, threshold on validation, scored on 
 CV_THRESHOLD_RULE = ("probability 0.5 (logit 0) on the out-of-fold probabilities; with balanced class weights "
                      "this weighs both classes equally, and no threshold is tuned")
 LEANS, COMMON_SHIFT, NO_CLEAR_CHANGE, OTHER = "leans on the distortion", "common shift", "no clear change", "other"
+UNEQUAL_SHIFT = "unequal shift"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,46 +425,60 @@ def _write_strict(record: Mapping, path: str | os.PathLike) -> Path:
     return jsonio.write_json(value=record, path=path)
 
 
-def sensitivity_record(summaries: Mapping[str, pd.DataFrame]) -> dict:
+def sensitivity_record(summaries: Mapping[str, pd.DataFrame], sample: str = "",
+                       seeds: Mapping[str, int] | None = None) -> dict:
     """JSON-ready dict of :func:`squash_sensitivity_summary` tables: ``networks`` (name -> class ->
-    row, with ``verdict``), the threshold rule, fill, bootstrap settings and image counts."""
+    row, with ``verdict`` and the network's ``seed``), the threshold rule, fill, bootstrap settings, image
+    counts and ``sample`` (which originals, in words)."""
     first = next(iter(summaries.values()), pd.DataFrame())
     networks = {name: {"per_class": {label: dict(row) for label, row in summary.iterrows()},
                        "threshold_logit": summary.attrs.get("threshold_logit"),
-                       "verdict": sensitivity_verdict(summary)} for name, summary in summaries.items()}
+                       "verdict": sensitivity_verdict(summary), "seed": (seeds or {}).get(name)}
+                for name, summary in summaries.items()}
     return {"kind": "paired: the same full-size originals squashed (as trained) and letterboxed",
             "delta": "logit(letterbox) - logit(squash); > 0 moves towards PNEUMONIA",
             "fill": first.attrs.get("fill", "edge"), "n_boot": first.attrs.get("n_boot"),
             "interval": "percentile bootstrap 95%, over images",
             "images": {label: int(n) for label, n in first["n"].items()} if len(first) else {},
-            "networks": networks}
+            "sample": sample, "networks": networks}
 
 
-def write_squash_sensitivity(summaries: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Path:
+def write_squash_sensitivity(summaries: Mapping[str, pd.DataFrame], path: str | os.PathLike, sample: str = "",
+                             seeds: Mapping[str, int] | None = None) -> Path:
     """Write :func:`sensitivity_record` of ``summaries`` as strict JSON (``results/squash_sensitivity.json``),
     parent folders created; return the path."""
-    return _write_strict(sensitivity_record(summaries), path)
+    return _write_strict(sensitivity_record(summaries, sample, seeds), path)
 
 
 def sensitivity_verdict(per_class: pd.DataFrame | Mapping[str, Mapping]) -> str:
     """What a network's per-class changes show. ``LEANS`` when letterboxing moves NORMAL towards
     PNEUMONIA and PNEUMONIA towards NORMAL (both intervals exclude 0): removing the distortion takes
     evidence away from each class, so the network uses it. ``COMMON_SHIFT`` when both move the same
-    way; ``NO_CLEAR_CHANGE`` when neither interval excludes 0; ``OTHER`` otherwise (one class moves,
+    way by amounts whose intervals overlap, ``UNEQUAL_SHIFT`` when the intervals do not overlap (the
+    output depends on the geometry, more for one class); ``NO_CLEAR_CHANGE`` when neither interval excludes 0; ``OTHER`` otherwise (one class moves,
     or the classes move apart)."""
     rows = per_class.to_dict("index") if isinstance(per_class, pd.DataFrame) else per_class
     directions = [rows[label]["direction"] if label in rows else "no clear change" for label in CLASS_NAMES]
     if directions == ["towards PNEUMONIA", "towards NORMAL"]:
         return LEANS
     if directions[0] == directions[1]:
-        return NO_CLEAR_CHANGE if directions[0] == "no clear change" else COMMON_SHIFT
+        if directions[0] == "no clear change":
+            return NO_CLEAR_CHANGE
+        normal, pneumonia = (rows[label] for label in CLASS_NAMES)
+        apart = normal["delta_ci_high"] < pneumonia["delta_ci_low"] or pneumonia["delta_ci_high"] < normal["delta_ci_low"]
+        return UNEQUAL_SHIFT if apart else COMMON_SHIFT
     return OTHER
 
 
 _VERDICT_WORDS = {
     LEANS: "the two move in opposite directions, each towards the other class, so the network leans on the distortion",
-    COMMON_SHIFT: "both move the same way, a shift common to both classes rather than a sign that the network uses "
-                  "the class-specific distortion",
+    COMMON_SHIFT: "both move the same way by amounts whose intervals overlap, a shift common to both classes rather "
+                  "than a sign that the network uses the class-specific distortion",
+    UNEQUAL_SHIFT: "both move the same way, but by amounts whose intervals do not overlap: the network's output "
+                   "depends on the squashed geometry, more for one class than the other, as a network reading the "
+                   "class-specific distortion would; but PNEUMONIA originals are also wider, so letterboxing changes "
+                   "their input more whatever the network reads, and this check cannot separate the two (nor the "
+                   "distortion from the edge padding that letterboxing adds)",
     NO_CLEAR_CHANGE: "neither interval excludes zero, so there is no sign that the network leans on the distortion",
     OTHER: "the two do not move towards each other's class, so there is no clear sign that the network leans on "
            "the distortion",
@@ -482,7 +497,8 @@ def _network_sentence(name: str, network: Mapping) -> str:
     rows = network["per_class"]
     moves = " and ".join(f"{label} logits by {_signed_ci(rows[label])} ({rows[label]['flip_share']:.0%} of "
                          f"{int(rows[label]['n'])} labels flip)" for label in CLASS_NAMES if label in rows)
-    return (f"for the {readable_names(name)}, letterboxing instead of squashing moves {moves}; "
+    seed = f" (its saved seed {network['seed']}, at that seed's threshold)" if network.get("seed") is not None else ""
+    return (f"for the {readable_names(name)}{seed}, letterboxing instead of squashing moves {moves}; "
             f"{_VERDICT_WORDS[network['verdict']]}.")
 
 
@@ -493,7 +509,12 @@ def shortcut_caveat(baseline: Mapping, sensitivity: Mapping | None = None) -> st
     :func:`sensitivity_record`). Every number comes from the dicts."""
     scores = baseline_scores(baseline)
     if baseline["kind"] == CV_KIND:
-        where = f"cross-validated on {baseline['n']} full-size originals"
+        grouped = f", folds grouped by {baseline['grouped_by']}" if baseline.get("grouped_by") else ""
+        counts = ", ".join(f"{n} {label}" for label, n in baseline.get("class_counts", {}).items())
+        folds = f"{baseline['folds']}-fold " if "folds" in baseline else ""
+        where = (f"{folds}cross-validation{grouped} on a sample of {baseline['n']} full-size "
+                 f"originals ({counts}), mostly from the training split; the intervals resample images, not "
+                 f"patients, so they are somewhat narrow")
     else:
         where = f"trained on the training split and scored on the {baseline['n']['test']} official test images"
     text = (f"Image size alone (no pixels: width, height, aspect ratio and colour mode of the original file) "
@@ -504,6 +525,38 @@ def shortcut_caveat(baseline: Mapping, sensitivity: Mapping | None = None) -> st
         images = sensitivity.get("images") or {}
         counts = ", ".join(f"{n} {label}" for label, n in images.items())
         counted = f" {sum(images.values())} full-size originals ({counts})" if images else " the full-size originals"
+        if sensitivity.get("sample"):
+            counted += f", {sensitivity['sample']}"
         text += f" On{counted}, " + " Likewise, ".join(sentences)
         text += " (Change in logit, letterbox - squash, mean [95% CI]; > 0 is towards PNEUMONIA.)"
+    return text
+
+
+_BRIEF_VERDICT = {
+    LEANS: "the classes move towards each other: the networks lean on the distortion",
+    COMMON_SHIFT: "both classes move alike: no sign of the class-specific distortion",
+    UNEQUAL_SHIFT: "both classes move the same way, PNEUMONIA much further: the networks depend on the squashed "
+                   "geometry, though this check cannot tell the distortion from the wider shape of PNEUMONIA originals",
+    NO_CLEAR_CHANGE: "no clear change", OTHER: "no clear sign of the distortion",
+}
+
+
+def shortcut_caveat_brief(baseline: Mapping, sensitivity: Mapping | None = None) -> str:
+    """The README's first-screen form of :func:`shortcut_caveat`: the baseline's ROC-AUC and, per network,
+    the mean logit change of each class with the share of PNEUMONIA labels that flip; the full sentences
+    (sample, seeds, intervals of every figure) are in docs/data.md."""
+    scores = baseline_scores(baseline)
+    text = (f"Image size alone (no pixels) separates the classes with ROC-AUC {_with_ci(scores, 'roc_auc', 2)} "
+            f"(cross-validated on {baseline['n']} full-size originals).")
+    networks = (sensitivity or {}).get("networks") or {}
+    if networks:
+        from .plots import readable_names
+
+        parts = [f"{readable_names(name)} NORMAL {_signed_ci(n['per_class']['NORMAL'])}, PNEUMONIA "
+                 f"{_signed_ci(n['per_class']['PNEUMONIA'])} ({n['per_class']['PNEUMONIA']['flip_share']:.0%} of "
+                 f"PNEUMONIA labels flip)" for name, n in networks.items()]
+        verdicts = {n["verdict"] for n in networks.values()}
+        verdict = _BRIEF_VERDICT[verdicts.pop()] if len(verdicts) == 1 else "the networks differ"
+        text += (" Letterboxing the originals instead of squashing them changes the logits (mean [95% CI]): "
+                 + "; ".join(parts) + f"; {verdict}.")
     return text

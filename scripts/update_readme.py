@@ -22,7 +22,7 @@ Inputs (each optional; a section whose input is missing is left as it is):
   bench/precision_check.json: docs/reproducibility.md "precision-check";
   bench/container.json: docs/app_verification.md "container".
 
-Always: README "published" (pneumonia_cxr.common.PUBLISHED_RESULTS).
+Always: docs/reproducibility.md "published" (pneumonia_cxr.common.PUBLISHED_RESULTS).
 Run by scripts/reproduce.sh as its last step; run it by hand after any script above writes its file.
 """
 from __future__ import annotations
@@ -113,8 +113,8 @@ def trust_section(metrics: dict, overlap: dict | None = None, baseline: dict | N
 
 
 def model_findings_section(metrics: dict) -> str:
-    """docs/reproducibility.md: the model notebook's findings (pcx.reporting.model_findings), wrapped."""
-    return bullets(pcx.reporting.model_findings(metrics))
+    """docs/reproducibility.md: the model notebook's findings (pcx.findings.model_findings), wrapped."""
+    return bullets(pcx.findings.model_findings(metrics))
 
 
 def size_shortcut_section(baseline: dict | None, sensitivity: dict | None) -> str:
@@ -177,7 +177,7 @@ def results_section(metrics: dict) -> str:
         note.append(f"Trained on {metrics['machine']}"
                     + ("" if native is None else f" ({'with' if native else 'without'} native bfloat16)")
                     + (f", in {precision}" if precision else "") + ".")
-    return pcx.evaluation.markdown_table(pcx.reporting.compact_results_table(metrics)) + "\n\n" + wrap(" ".join(note))
+    return pcx.evaluation.markdown_table(pcx.front_page.compact_results_table(metrics)) + "\n\n" + wrap(" ".join(note))
 
 
 def _ordinal(n: int) -> str:
@@ -188,14 +188,14 @@ def _ordinal(n: int) -> str:
 
 def published_section() -> str:
     """Published results on the same official test split, each with its citation."""
-    return (pcx.evaluation.markdown_table(pcx.reporting.published_table()) + "\n\n"
+    return (pcx.evaluation.markdown_table(pcx.front_page.published_table()) + "\n\n"
             + wrap("Quoted from their sources; their protocols, splits and thresholds differ from ours, and the "
                    "original study and Kermany et al. report a single run."))
 
 
 def served_section(metrics: dict) -> str:
     """One sentence: the network the app serves by default and its own test row."""
-    served = pcx.reporting.served_entry(metrics)
+    served = pcx.findings.served_entry(metrics)
     if not served:
         return "No default network recorded in `results/metrics.json`."
     seed = f" (seed {served['seed']})" if served.get("seed") is not None else ""
@@ -208,7 +208,7 @@ def served_section(metrics: dict) -> str:
                  f"table above) scores accuracy {pcx.findings.number(test.get('accuracy'))}, ROC-AUC "
                  f"{pcx.findings.number(test.get('roc_auc'))}, sensitivity {pcx.findings.number(test.get('sensitivity'))} "
                  f"and specificity {pcx.findings.number(test.get('specificity'))}")
-    verdicts = pcx.reporting.served_verdicts(metrics)
+    verdicts = pcx.findings.served_verdicts(metrics)
     if verdicts:
         missed = [v["target"] for v in verdicts if not v["met"]]
         text += (f". Test targets set for the best family: {len(verdicts) - len(missed)} of {len(verdicts)} met"
@@ -251,14 +251,14 @@ def cost_section(bench: dict, docs: str = "docs") -> str:
 # ----------------------------------------------------------------------------------------------
 def targets_section(metrics: dict) -> str:
     """The project's targets on the official test set, each met or missed with the measured figure."""
-    verdicts = pcx.reporting.target_verdicts(metrics)
+    verdicts = pcx.findings.target_verdicts(metrics)
     lines = [f"- {v['target']}: {'**met**' if v['met'] else '**missed**'} ({v['measured']})." for v in verdicts]
-    missing = pcx.reporting.not_run(metrics)
-    note = f"\n\nNot run, so not judged: {pcx.reporting.not_run_list(missing)}." if missing else ""
-    best = pcx.reporting.best_family(metrics)
+    missing = pcx.findings.not_run(metrics)
+    note = f"\n\nNot run, so not judged: {pcx.findings.not_run_list(missing)}." if missing else ""
+    best = pcx.findings.best_family(metrics)
     if best is None:
         head = ""
-    elif pcx.reporting.chosen_on_validation(metrics):
+    elif pcx.findings.chosen_on_validation(metrics):
         head = (f"Verdicts computed from `results/metrics.json`; the targets for the best family are judged on "
                 f"the seed-ensemble of the family chosen on validation ({pcx.common.display_name(best)}, the served "
                 f"network's family), not on the family with the highest test score. No rule chose the "
@@ -266,9 +266,9 @@ def targets_section(metrics: dict) -> str:
     else:
         head = (f"Verdicts computed from `results/metrics.json`; the best family is the one with the highest test "
                 f"accuracy ({pcx.common.display_name(best)}).\n\n")
-    served = pcx.reporting.served_entry(metrics) or {}
+    served = pcx.findings.served_entry(metrics) or {}
     served_lines = [f"- {v['target']}: {'**met**' if v['met'] else '**missed**'} ({v['measured']})."
-                    for v in pcx.reporting.served_verdicts(metrics)]
+                    for v in pcx.findings.served_verdicts(metrics)]
     served_note = (f"\n\nThe served network, {pcx.common.display_name(served.get('name', ''))} seed {served.get('seed')}, "
                    f"against the same test targets:\n\n" + bullets("\n".join(served_lines))) if served_lines else ""
     return head + bullets("\n".join(lines)) + note + served_note
@@ -576,7 +576,7 @@ def sections(root: Path = ROOT) -> list[tuple[Path, str, str]]:
     import pandas as pd
 
     readme, app_readme, docs = root / "README.md", root / "app" / "README.md", root / "docs"
-    out: list[tuple[Path, str, str]] = [(readme, "published", published_section())]
+    out: list[tuple[Path, str, str]] = [(docs / "reproducibility.md", "published", published_section())]
     metrics = _json(root / "results" / "metrics.json")
     checks_path = root / "results" / "gradcam_checks.csv"
     checks = pd.read_csv(checks_path) if checks_path.is_file() else None

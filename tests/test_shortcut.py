@@ -254,6 +254,9 @@ def test_verdicts():
     assert shortcut.sensitivity_verdict(_summary((0.5, 0.2, 0.8), (0.4, 0.2, 0.6))) == shortcut.COMMON_SHIFT
     assert shortcut.sensitivity_verdict(_summary((0.1, -0.2, 0.3), (0.0, -0.1, 0.1))) == shortcut.NO_CLEAR_CHANGE
     assert shortcut.sensitivity_verdict(_summary((-0.5, -0.8, -0.2), (0.4, 0.2, 0.6))) == shortcut.OTHER
+    # the same direction, intervals apart (as measured: NORMAL -0.4, PNEUMONIA -3.6): not a common shift
+    assert shortcut.sensitivity_verdict(_summary((-0.4, -0.6, -0.1), (-3.6, -3.9, -3.3))) == shortcut.UNEQUAL_SHIFT
+    assert shortcut.sensitivity_verdict(_summary((-0.4, -0.6, -0.1), (-0.5, -0.8, -0.2))) == shortcut.COMMON_SHIFT
 
 
 def test_plot_json_and_caveat_carry_the_numbers(tmp_path):
@@ -280,7 +283,7 @@ def test_plot_json_and_caveat_carry_the_numbers(tmp_path):
     metrics = baseline["metrics"]
     low, high = metrics["roc_auc_ci95"]
     assert f"ROC-AUC {metrics['roc_auc']:.2f} [{low:.2f}, {high:.2f}]" in text
-    assert f"accuracy {metrics['accuracy']:.2f}" in text and "cross-validated on 120" in text
+    assert f"accuracy {metrics['accuracy']:.2f}" in text and "5-fold cross-validation on a sample of 120 full-size" in text
     assert "NORMAL logits by +0.52 [+0.21, +0.83]" in text and "PNEUMONIA logits by -0.44 [-0.61, -0.27]" in text
     assert "On 100 full-size originals (40 NORMAL, 60 PNEUMONIA), for the Scratch CNN" in text
     assert "so the network leans on the distortion" in text and "a shift common to both classes" in text
