@@ -283,6 +283,8 @@ def _budget_words(name: str, entry: dict) -> str:
     limit = BUDGET_MINUTES.get(name)
     if limit is None:
         return ""
+    if entry.get("caches") not in (None, "empty"):  # the budget is for a run from empty caches
+        return f" (budget {limit} min from empty caches: not judged, this run's caches were {entry['caches']})"
     return f" (budget {limit} min: {'met' if entry['ours'] / 60 <= limit else 'not met'})"
 
 
@@ -337,10 +339,11 @@ def protocol_section(metrics: dict) -> str:
         parts.append(f"The committed run started at code `{protocol['run_started_describe']}` (`git describe`).")
     rows = [{"scored at": h.get("scored_at", ""), "code": h.get("code_commit", ""),
              "published": "yes" if h.get("published") else "no (exploratory)",
-             "what changed before this scoring": h.get("what_changed", ""),
+             "what changed before this scoring": h.get("what_changed", "") + (
+                 f" After it: {h['reporting_changed_after']}" if h.get("reporting_changed_after") else ""),
              "test accuracy / ROC-AUC": "; ".join(
-                 f"{pcx.common.display_name(name)} {r['accuracy']:.3f} / {r['roc_auc']:.3f}" if r.get("roc_auc") is not None
-                 else f"{pcx.common.display_name(name)} {r['accuracy']:.3f}" for name, r in h.get("results", {}).items())}
+                 f"{pcx.common.display_name(name)} {pcx.findings.number(r.get('accuracy'))} / "
+                 f"{pcx.findings.number(r.get('roc_auc'))}" for name, r in h.get("results", {}).items())}
             for h in protocol.get("history", []) if not h.get("quick")]
     if rows:
         published = protocol.get("test_scorings", sum(r["published"] == "yes" for r in rows))
