@@ -234,7 +234,8 @@ def cost_section(bench: dict, docs: str = "docs") -> str:
     parts = []
     if full:
         machine = full.get("machine", {})
-        scope = f"; it trained {full['model']}" if full.get("model") else ""
+        verb = "trained" if full.get("caches") == "empty" else "loaded from the run cache"
+        scope = f"; it {verb} {full['model']}" if full.get("model") else ""
         parts.append(f"The full run took {full['ours'] / 60:.0f} min{_budget_words('reproduction_wall_time', full)} on "
                      f"{machine.get('cores', '?')} CPU cores ({machine.get('cpu', 'CPU not recorded')}, no GPU) from "
                      f"{full.get('caches', 'unrecorded')} caches, with the data already on disk{scope}.")
