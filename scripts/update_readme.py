@@ -290,15 +290,15 @@ def _budget_words(name: str, entry: dict) -> str:
 
 
 def budget_section(bench: dict) -> str:
-    """The time budget, each with its verdict computed from bench/results.json: the full
-    reproduction counts only if it started with empty caches."""
+    """The time budget, each with its verdict computed from bench/results.json: a run counts only if it
+    started with empty caches (or did not record what they held)."""
     lines = []
     for name, limit in BUDGET_MINUTES.items():
         entry = bench.get(name)
         aim = BUDGET_AIM_MINUTES.get(name)
         what = "Full reproduction with empty caches" if name == "reproduction_wall_time" else "Quick mode"
         target = f"≤ {limit} min" + (f" (aim {aim})" if aim else "")
-        if entry is None or (name == "reproduction_wall_time" and entry.get("caches") != "empty"):
+        if entry is None or entry.get("caches") not in (None, "empty"):  # a budget holds for a run from empty caches
             lines.append(f"- {what} {target}: **not measured** (no `{name}` entry"
                          + (" with empty caches" if entry else "") + " in `bench/results.json`).")
             continue

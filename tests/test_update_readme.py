@@ -219,6 +219,8 @@ def test_budget_verdicts_count_only_an_empty_cache_reproduction(update_readme):
 
     found = lines({"reproduction_wall_time": entry | {"caches": "partly filled"}, "reproduction_quick_wall_time": quick})
     assert "not measured" in found[2] and "not met** (6.7 min" in found[3]  # 400 s > 5 min
+    partly = lines({"reproduction_quick_wall_time": quick | {"ours": 200.0, "caches": "partly filled"}})
+    assert "Quick mode ≤ 5 min: **not measured**" in partly[3]  # 3.3 min, but from partly filled caches
     found = lines({"reproduction_wall_time": entry | {"caches": "empty", "conditions": ["one family not run"]}})
     assert "≤ 90 min (aim 75): **met**, under the conditions listed (66.7 min," in found[2] and "not measured" in found[3]
     assert found[2].endswith("Conditions: caches empty; one family not run.")
