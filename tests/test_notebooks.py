@@ -88,7 +88,10 @@ def test_notebook_2_model_deep_learning(repo_root, data_root, run_folder):
     else:
         assert ensemble["status"].startswith("not kept: the validation rule chose one family")
     protocol = metrics["protocol"]
-    assert protocol["chosen_on_validation"] and protocol["history"][-1]["quick"] is True
+    assert protocol["chosen_on_validation"]
+    # a quick run records only quick scorings: one when it computed test logits, none when it loaded them all from
+    # the run cache (a second run of this test on the same checkout)
+    assert all(h["quick"] is True and h["published"] is False for h in protocol["history"])
     assert protocol["selection_rule"] and protocol["run_started_describe"]
     assert protocol["test_scorings"] == 0  # a quick run on a subset is not a scoring of the published results
     import pneumonia_cxr as pcx
