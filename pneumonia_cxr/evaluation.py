@@ -175,19 +175,21 @@ def family_entry(y_val: Sequence[int], seeds: list[dict]) -> dict:
         threshold = logit_threshold(y_val, run["val_logits"])
         records.append({k: v for k, v in run.items() if not k.endswith("_logits")}
                        | {"threshold": threshold, "val": scored(y_val, run["val_logits"], threshold)})
-    ensemble = mean_logit([run["val_logits"] for run in seeds])
-    threshold = logit_threshold(y_val, ensemble)
-    return {"status": "ok", "seeds": records, "threshold": threshold,
-            "threshold_probability": float(sigmoid(threshold)), "val": scored(y_val, ensemble, threshold)}
+    return {"status": "ok", "seeds": records, **_thresholded(y_val, mean_logit([run["val_logits"] for run in seeds]))}
+
+
+def _thresholded(y_val: Sequence[int], logits: np.ndarray) -> dict:
+    """The validation threshold of ``logits`` (Youden's J, a logit), its probability and the validation
+    metrics there: the threshold part of a seed-ensemble's or a cross-model ensemble's record."""
+    threshold = logit_threshold(y_val, logits)
+    return {"threshold": threshold, "threshold_probability": float(sigmoid(threshold)),
+            "val": scored(y_val, logits, threshold)}
 
 
 def ensemble_entry(y_val: Sequence[int], val_logits: dict[str, np.ndarray], members: Sequence[str]) -> dict:
     """The cross-model ensemble's validation-side record: its members, the threshold (Youden's J on the
     mean of the members' logits) and the validation metrics there."""
-    logits = mean_logit([val_logits[m] for m in members])
-    threshold = logit_threshold(y_val, logits)
-    return {"status": "ok", "members": list(members), "threshold": threshold,
-            "threshold_probability": float(sigmoid(threshold)), "val": scored(y_val, logits, threshold)}
+    return {"status": "ok", "members": list(members), **_thresholded(y_val, mean_logit([val_logits[m] for m in members]))}
 
 
 def precision_agreement(y_val: Sequence[int], fast: Sequence[float], exact: Sequence[float]) -> dict[str, float]:

@@ -179,6 +179,16 @@ def test_logits(runs: dict[str, list[dict]], features: dict[str, dict], test_ima
     return logits, loaded
 
 
+def xception_extractor(weights: str, recipe_name: str, policy: str = "float32") -> tuple[object, object]:
+    """(model, extractor) of the Xception family: a float32 network of the recipe ``recipe_name``
+    (``XCEPTION_RECIPES``) and its frozen part up to the fine-tuned block, computing in ``policy``."""
+    from .models import build_xception_transfer, tail_input_extractor
+    from .training import XCEPTION_RECIPES, frozen_extractor
+
+    fine_tune = XCEPTION_RECIPES[recipe_name]["fine_tune"]
+    return frozen_extractor(lambda: build_xception_transfer(weights, fine_tune=fine_tune)[0], tail_input_extractor, policy)
+
+
 def xception_family(subsets: dict[str, pd.DataFrame], class_weight: dict[int, float], seeds: Sequence[int],
                     weights: str, recipe_name: str, epochs: int, patience: int, views: int, view_seed: int,
                     perturbations: Sequence[str], feature_cache: str | os.PathLike, run_cache: str | os.PathLike,
@@ -187,12 +197,11 @@ def xception_family(subsets: dict[str, pd.DataFrame], class_weight: dict[int, fl
     each training image), then one tail per seed trained on them (:func:`head_runs`). Returns
     ``{"runs", "features", "identity", "feature_seconds", "model", "recipe"}`` (``model``: a float32 network
     of the family, for its parameter counts)."""
-    from .models import build_xception_transfer, tail_input_extractor
-    from .training import XCEPTION_RECIPES, extractor_identity, frozen_extractor, frozen_features
+    from .models import build_xception_transfer
+    from .training import XCEPTION_RECIPES, extractor_identity, frozen_features
 
     fine_tune = XCEPTION_RECIPES[recipe_name]["fine_tune"]
-    model, extractor = frozen_extractor(lambda: build_xception_transfer(weights, fine_tune=fine_tune)[0],
-                                        tail_input_extractor, policy)
+    model, extractor = xception_extractor(weights, recipe_name, policy)
     identity = extractor_identity(extractor)
     features, seconds = frozen_features(extractor, subsets, feature_cache, views, view_seed, perturbations)
     recipe = {"epochs": epochs, "patience": patience, "batch_size": 32,

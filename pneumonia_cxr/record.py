@@ -47,22 +47,22 @@ def images_digest(subsets: dict[str, pd.DataFrame]) -> str:
     return digest.hexdigest()
 
 
-def git_commit() -> str:
-    """Short hash of HEAD, or "unknown" outside a git checkout."""
+def _git(*args: str) -> str:
+    """What ``git <args>`` prints (stripped), or "unknown" outside a git checkout or where it prints nothing."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip() or "unknown"
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def git_commit() -> str:
+    """Short hash of HEAD, or "unknown" outside a git checkout."""
+    return _git("rev-parse", "--short", "HEAD")
 
 
 def git_describe() -> str:
     """``git describe --always --dirty`` of the checkout (the code a run started from), or "unknown"."""
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                              check=True).stdout.strip() or "unknown"
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return _git("describe", "--always", "--dirty")
 
 
 def dataset_record(subsets: dict[str, pd.DataFrame], split_seed: int) -> dict:

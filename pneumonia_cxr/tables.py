@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .common import display_name
-from .evaluation import log_loss_of_logits
+from .evaluation import log_loss_of_logits, mean_logit
 
 
 def seed_runs_table(runs: Sequence[dict]) -> pd.DataFrame:
@@ -40,7 +40,7 @@ def validation_table(entries: dict[str, dict], val_logits: dict[str, np.ndarray]
     for name, entry in entries.items():
         logits = val_logits.get(name)
         if logits is None:  # the cross-model ensemble: the mean of its members' logits
-            logits = np.mean([val_logits[m] for m in entry["members"]], axis=0)
+            logits = mean_logit([val_logits[m] for m in entry["members"]])
         rows[display_name(name)] = entry["val"] | {"log loss": log_loss_of_logits(y_pool, logits)}
     return pd.DataFrame(rows).T
 

@@ -37,15 +37,13 @@ def main() -> int:
     perturbations = list(pcx.augmentation.VALIDATION_PERTURBATIONS)
     subsets = pcx.experiment.experiment_subsets(args.data_dir, score_test=True, split_seed=args.split_seed)
     policy = pcx.training.training_precision(args.precision)
-    recipe = pcx.training.XCEPTION_RECIPES[json.loads(Path(args.recipe_file).read_text())["chosen"]]
+    chosen = json.loads(Path(args.recipe_file).read_text())["chosen"]
     jobs = {
         "hed_vgg16_transfer": lambda: (pcx.training.frozen_extractor(
             lambda: pcx.models.build_transfer_model(pcx.models.HED_BASE)[0], pcx.models.feature_extractor, policy)[1],
             args.hed_views),
-        "xception_imagenet_transfer": lambda: (pcx.training.frozen_extractor(
-            lambda: pcx.models.build_xception_transfer(pcx.models.resolve_xception_weights(args.xception_weights),
-                                                       fine_tune=recipe["fine_tune"])[0],
-            pcx.models.tail_input_extractor, policy)[1], args.xception_views),
+        "xception_imagenet_transfer": lambda: (pcx.experiment.xception_extractor(
+            pcx.models.resolve_xception_weights(args.xception_weights), chosen, policy)[1], args.xception_views),
         "face_dlib_resnet": lambda: (pcx.face.FaceDescriptorExtractor(), 0),  # dlib: float32, no augmented views
     }
     for name in args.families:
