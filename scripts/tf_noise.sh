@@ -9,6 +9,11 @@
 #   "I0000 ... port.cc] oneDNN custom operations are on ..."                   TF_ENABLE_ONEDNN_OPTS=0 only
 #   "I0000 ... cudart_stub.cc] Could not find cuda drivers ..."                no setting (logged before
 #   "WARNING: All log messages before absl::InitializeLog() ..."              TF reads its log level)
+#   "E0000 ... node_def_util.cc] NodeDef mentions attribute                    no setting (logged at the C++
+#    use_unbounded_threadpool which is not in the op definition ..."           error level by tf.data's
+#                                                                              graph rewrite in every fit and
+#                                                                              predict; the line itself says
+#                                                                              the attribute is ignored)
 # CUDA_VISIBLE_DEVICES="" removes none of them (nor ipykernel's "[IPKernelApp] WARNING | Kernel is
 # running over TCP without encryption", said for every local papermill kernel). Trade-offs:
 # TF_CPP_MIN_LOG_LEVEL=3 would also hide real C++ errors that TensorFlow logs without raising, and
@@ -23,3 +28,4 @@ TF_NOISE+='|I0000 [0-9:. ]+[0-9]+ port\.cc:[0-9]+\] oneDNN custom operations are
 TF_NOISE+='|I0000 [0-9:. ]+[0-9]+ cudart_stub\.cc:[0-9]+\] Could not find cuda drivers on your machine'
 TF_NOISE+='|E0000 [0-9:. ]+[0-9]+ cuda_platform\.cc:[0-9]+\] failed call to cuInit: .*CUDA error'
 TF_NOISE+='|\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption'
+TF_NOISE+='|E0000 [0-9:. ]+[0-9]+ node_def_util\.cc:[0-9]+\] NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition'

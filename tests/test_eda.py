@@ -449,11 +449,15 @@ def test_console_filter_drops_the_tensorflow_start_up_lines_and_keeps_real_error
         "Failed call to cuInit: UNKNOWN ERROR (303)",
         "\rExecuting:   0%|          | 0/32 [00:00<?, ?cell/s][IPKernelApp] WARNING | Kernel is running over "
         "TCP without encryption. All communication is sent in plain text.",
+        "E0000 00:00:1796704229.247648   19075 node_def_util.cc:682] NodeDef mentions attribute "
+        "use_unbounded_threadpool which is not in the op definition: Op<name=MapDataset; signature=...> This may "
+        "be expected if your graph generating binary is newer  than this binary. Unknown attributes will be ignored.",
     ]
     kept = [
         "Traceback (most recent call last):",
         "RuntimeError: Could not find the data",
         "E0000 00:00:1795954801.058101   16444 cuda_dnn.cc:8579] Unable to register cuDNN factory",
+        "E0000 00:00:1796704229.247648   19075 node_def_util.cc:682] NodeDef mentions attribute other_attr which",
         "W0000 00:00:1795954801.058101   16444 some_op.cc:1] a real warning",
         "UserWarning: oneDNN custom operations are on (a Python warning quoting the text)",
     ]
