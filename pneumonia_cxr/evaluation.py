@@ -69,6 +69,33 @@ def mcnemar_exact(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence
     return {"a_right_b_wrong": b, "a_wrong_b_right": c, "p_value": p_value}
 
 
+def single_network_tests(y_true: Sequence[int], seed_logits: dict[str, Sequence[Sequence[float]]],
+                         entries: dict[str, dict], reference: str = "scratch_cnn") -> list[dict]:
+    """McNemar's exact test of every single network of each family against every single network of
+    ``reference`` on the same cases: for family seeds i and reference seeds j, all pairs (seed numbers
+    are arbitrary, so none is privileged). Each network is thresholded at its own validation threshold
+    (``entries[name]["seeds"][k]["threshold"]``, a logit; ``seed_logits[name][k]`` its logits (N,)).
+
+    Returns one dict per pair: ``a`` (the family), ``seed_a``, ``b`` (the reference), ``seed_b``, the
+    accuracies ``accuracy_a`` and ``accuracy_b``, and the :func:`mcnemar_exact` fields."""
+    y_true = np.asarray(y_true)
+
+    def networks(name: str) -> list[tuple[int, np.ndarray]]:
+        return [(record["seed"], (np.asarray(logits) >= record["threshold"]).astype(int))
+                for record, logits in zip(entries[name]["seeds"], seed_logits[name])]
+
+    if reference not in seed_logits:
+        return []
+    rows = []
+    for name in (n for n in seed_logits if n != reference):
+        for seed_a, pred_a in networks(name):
+            for seed_b, pred_b in networks(reference):
+                rows.append({"a": name, "seed_a": seed_a, "b": reference, "seed_b": seed_b,
+                             "accuracy_a": float(np.mean(pred_a == y_true)), "accuracy_b": float(np.mean(pred_b == y_true)),
+                             **mcnemar_exact(y_true, pred_a, pred_b)})
+    return rows
+
+
 def evaluate_on_test(y_true: Sequence[int], logits: Sequence[float], threshold: float,
                      n_resamples: int = 2000, seed: int = 0) -> dict[str, float | list[float]]:
     """Point metrics and their 95% bootstrap intervals at a logit threshold, as stored in
@@ -241,12 +268,15 @@ def seed_spread(per_seed: Sequence[dict]) -> dict[str, float]:
 RERUN_FIELDS: tuple[str, ...] = ("best_epoch", "threshold", "val.roc_auc", "test.accuracy", "test.roc_auc")
 
 
+RUN_BOOKKEEPING: tuple[str, ...] = ("from_cache",)  # how a run got its seed (trained or loaded), not what it is
+
+
 def _leaves(record: dict, prefix: str = "") -> dict[str, object]:
     """Every value of a nested metrics record by dotted key, without wall times (keys ending in
-    "seconds") and without the per-seed list (compared seed by seed)."""
+    "seconds"), without :data:`RUN_BOOKKEEPING` and without the per-seed list (compared seed by seed)."""
     leaves = {}
     for key, value in record.items():
-        if key == "seeds" or key.endswith("seconds"):
+        if key == "seeds" or key.endswith("seconds") or key in RUN_BOOKKEEPING:
             continue
         if isinstance(value, dict):
             leaves |= _leaves(value, f"{prefix}{key}.")
@@ -266,7 +296,7 @@ def rerun_agreement(before: dict, after: dict) -> pd.DataFrame:
     One row per family and seed (and per family's seed-ensemble or the cross-model ensemble, ``seed``
     = "ensemble") with the :data:`RERUN_FIELDS` values before and after; ``fields_compared``: how
     many values of the record were compared (every metric, interval, threshold and epoch; wall times
-    excluded); ``max_abs_diff``: the largest absolute difference among the numeric ones;
+    and whether the seed was loaded from the run cache excluded); ``max_abs_diff``: the largest absolute difference among the numeric ones;
     ``identical``: all compared values equal. A family or seed that only one run has gets a row with
     ``identical`` False and ``only_in`` naming that run ("" when both have it)."""
     rows = []

@@ -165,20 +165,48 @@ def compared_with_scratch(metrics: dict) -> list[dict]:
         accuracy, p = entry["test"]["accuracy"], pairs.get(frozenset((name, "scratch_cnn")))
         apart = p < ALPHA if p is not None else _overlap(entry["test"], scratch["test"], "accuracy") is False
         relation = ("higher" if accuracy > scratch["test"]["accuracy"] else "lower") if apart else "not distinguishable"
-        rows.append({"name": name, "accuracy": accuracy, "p": p, "relation": relation})
+        rows.append({"name": name, "accuracy": accuracy, "p": p, "relation": relation,
+                     "single": single_network_counts(metrics, name)})
     return sorted(rows, key=lambda row: -row["accuracy"])
 
 
+def single_network_counts(metrics: dict, name: str) -> dict[str, int] | None:
+    """How the single networks of family ``name`` fare against the scratch CNN's, every seed against every
+    seed (``metrics["single_network_tests"]``): ``pairs``, ``higher`` and ``lower`` (McNemar p < ALPHA, by
+    accuracy), ``not_distinguishable``; None where the record has no such tests."""
+    tests = [t for t in metrics.get("single_network_tests", []) if t["a"] == name and t["b"] == "scratch_cnn"]
+    if not tests:
+        return None
+    apart = [t for t in tests if t["p_value"] < ALPHA]
+    higher = sum(t["accuracy_a"] > t["accuracy_b"] for t in apart)
+    return {"pairs": len(tests), "higher": higher, "lower": len(apart) - higher,
+            "not_distinguishable": len(tests) - len(apart)}
+
+
+def single_network_text(counts: Mapping | None) -> str:
+    """``seed against seed: higher in 5 of 9 pairs, lower in 0`` (McNemar p < 0.05; every single network
+    of the family against every one of the scratch CNN's), or "" without counts."""
+    if not counts:
+        return ""
+    return f"seed against seed: higher in {counts['higher']} of {counts['pairs']} pairs, lower in {counts['lower']}"
+
+
 def pretrained_answer(comparisons: Sequence[dict]) -> str:
-    """"yes" when every transfer family is higher than the scratch CNN, "no" when none is, else "partly"."""
+    """"yes" when every transfer family is higher than the scratch CNN, "partly" when some are, "no" when every
+    one is lower, else "not shown" (none higher, at least one not distinguishable from the scratch CNN)."""
     higher = sum(row["relation"] == "higher" for row in comparisons)
-    return "yes" if higher == len(comparisons) else "no" if higher == 0 else "partly"
+    lower = sum(row["relation"] == "lower" for row in comparisons)
+    if higher:
+        return "yes" if higher == len(comparisons) else "partly"
+    return "no" if lower == len(comparisons) else "not shown"
 
 
 def comparison_text(row: Mapping) -> str:
     """``ImageNet Xception transfer (pretrained for ...) 0.909, not distinguishable (McNemar p 0.708)``."""
     test = f"McNemar p {p_text(row['p'])}" if row["p"] is not None else "95% intervals"
-    return f"{display_name(row['name'])}{pretrained_for(row['name'])} {row['accuracy']:.3f}, {row['relation']} ({test})"
+    single = single_network_text(row.get("single"))
+    return (f"{display_name(row['name'])}{pretrained_for(row['name'])} {row['accuracy']:.3f}, {row['relation']} ({test}"
+            + (f"; {single}" if single else "") + ")")
 
 
 def _count(metrics: dict, key: str) -> str:
@@ -283,7 +311,7 @@ def _reference_finding(metrics: dict, references: Iterable = PUBLISHED_RESULTS) 
 
     def sentence(names: str, auc_interval: bool, auc_names: str, tail: str) -> str:
         parts = [f"above {_grouped(accuracy['above'], names)}" if accuracy["above"] else "",
-                 f"not distinguishable from {_grouped(accuracy['within'], names)} (inside our 95% interval)"
+                 f"level with {_grouped(accuracy['within'], names)} (inside our 95% interval; no test)"
                  if accuracy["within"] else "",
                  f"below {_grouped(accuracy['below'], names)}" if accuracy["below"] else ""]
         auc_parts = [f"{word} {_grouped(auc[key], auc_names, column=2)}"
@@ -504,6 +532,25 @@ def _test_target_verdicts(test: Mapping, metrics: Sequence[str], judged: str = "
     return out
 
 
+def _precision_verdict(metrics: dict) -> dict | None:
+    """The target "float32 by default on every CPU": met when the recipe's default precision is float32 and
+    every seed of every family trained, and the frozen passes ran, in float32, whatever the CPU offers
+    (``metrics["cpu"]["native_bfloat16"]``, named in the figure); None where the record has no recipe precision."""
+    training = metrics.get("training", {})
+    default = (training.get("scratch_recipe") or {}).get("precision")
+    if default is None:
+        return None
+    used = sorted({record["training_precision"] for entry in families(metrics).values()
+                   for record in entry.get("seeds", []) if record.get("training_precision")})
+    frozen = training.get("frozen_pass_precision")
+    native = (metrics.get("cpu") or {}).get("native_bfloat16")
+    cpu = "" if native is None else f", on a CPU {'with' if native else 'without'} native bfloat16"
+    return {"target": "float32 by default on every CPU (training and frozen passes)",
+            "met": bool(default == "float32" and set(used) <= {"float32"} and frozen in (None, "float32")),
+            "measured": f"recipe default {default}; seeds trained in {', '.join(used) or '–'}; frozen passes in "
+                        f"{frozen or '–'}{cpu}"}
+
+
 def target_verdicts(metrics: dict) -> list[dict]:
     """The project's targets (``TARGETS``), each with ``target`` (in words), ``met`` (bool) and
     ``measured`` (the figure it was judged on), computed from ``metrics``. The "best family" targets
@@ -537,6 +584,9 @@ def target_verdicts(metrics: dict) -> list[dict]:
                     "measured": f"{stop['below']} of {len(stop['best_epochs'])} seeds below the cap of {stop['cap']}; "
                                 f"best epochs {', '.join(map(str, stop['best_epochs']))}"
                                 + ("" if stop["acted"] else "; training was cut")})
+    precision = _precision_verdict(metrics)
+    if precision is not None:
+        out.append(precision)
     ensemble = metrics.get("models", {}).get("ensemble")
     if ensemble is not None:
         scored = scored_models(metrics)

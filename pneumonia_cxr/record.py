@@ -97,11 +97,13 @@ def metrics_record(*, subsets: dict[str, pd.DataFrame], split_seed: int, machine
                    saved_seed: int, served_record: dict, served_val_loss: float, training: dict, status: dict[str, str],
                    entries: dict[str, dict], members: Sequence[str], selection_rule: Sequence[str],
                    chosen_on_validation: Sequence[str], run_describe: str, run_started_at: str,
-                   history: list[dict], paired_tests: Sequence[dict] = ()) -> dict:
+                   history: list[dict], paired_tests: Sequence[dict] = (),
+                   single_network_tests: Sequence[dict] = ()) -> dict:
     """``results/metrics.json`` of a run: data, machine (with :func:`cpu_description`), the served network,
     training settings, every family's record (status, per-seed and seed-ensemble validation and test
     results), the paired tests between models on the test images (``paired_tests``: exact McNemar, one
-    dict per pair with ``a`` and ``b`` named) and the protocol (the rule, what was chosen on validation,
+    dict per pair with ``a`` and ``b`` named), the same test between single networks
+    (``single_network_tests``, :func:`pneumonia_cxr.evaluation.single_network_tests`) and the protocol (the rule, what was chosen on validation,
     every scoring)."""
     models = {name: {"status": status.get(name, "ok")} for name in status}
     for name, entry in entries.items():
@@ -115,6 +117,7 @@ def metrics_record(*, subsets: dict[str, pd.DataFrame], split_seed: int, machine
         "training": training,
         "models": models,
         "paired_tests": list(paired_tests),
+        "single_network_tests": list(single_network_tests),
         "protocol": {"selection_rule": list(selection_rule), "run_started_describe": run_describe,
                      "run_started_at": run_started_at, "chosen_on_validation": list(chosen_on_validation),
                      "test_scorings": sum(1 for h in history if h["published"] and not h.get("quick")),

@@ -557,6 +557,11 @@ def shortcut_caveat_brief(baseline: Mapping, sensitivity: Mapping | None = None)
                  f"PNEUMONIA labels flip)" for name, n in networks.items()]
         verdicts = {n["verdict"] for n in networks.values()}
         verdict = _BRIEF_VERDICT[verdicts.pop()] if len(verdicts) == 1 else "the networks differ"
-        text += (" Letterboxing the originals instead of squashing them changes the logits (mean [95% CI]): "
-                 + "; ".join(parts) + f"; {verdict}.")
+        images = (sensitivity or {}).get("images") or {}
+        seeds = {n.get("seed") for n in networks.values()} - {None}
+        in_sample = "in-sample " if "in-sample" in (sensitivity or {}).get("sample", "") else ""
+        sample = ", ".join(([f"{sum(images.values())} {in_sample}originals"] if images else [])
+                           + ([f"saved seed {seeds.pop()}"] if len(seeds) == 1 else ["saved seeds"] if seeds else []))
+        text += (f" Letterboxing instead of squashing{f' ({sample})' if sample else ''} changes the logits "
+                 f"(mean [95% CI]): " + "; ".join(parts) + f"; {verdict}.")
     return text

@@ -236,7 +236,7 @@ def cost_section(bench: dict, docs: str = "docs") -> str:
         machine = full.get("machine", {})
         verb = "trained" if full.get("caches") == "empty" else "loaded from the run cache"
         scope = f"; it {verb} {full['model']}" if full.get("model") else ""
-        parts.append(f"The full run took {full['ours'] / 60:.0f} min{_budget_words('reproduction_wall_time', full)} on "
+        parts.append(f"The full run took {full['ours'] / 60:.1f} min{_budget_words('reproduction_wall_time', full)} on "
                      f"{machine.get('cores', '?')} CPU cores ({machine.get('cpu', 'CPU not recorded')}, no GPU) from "
                      f"{full.get('caches', 'unrecorded')} caches, with the data already on disk{scope}.")
     if quick:
@@ -444,7 +444,8 @@ def rerun_section(report: dict) -> str:
     before, after = report["before"], report["after"]
     changes = report.get("code_changes")
     text = (f"{int(rows['identical'].sum())} of {len(rows)} rows identical in every value compared: each "
-            f"record's metrics, bootstrap intervals, thresholds and epochs (wall times excluded). Before: the run "
+            f"record's metrics, bootstrap intervals, thresholds and epochs (wall times, and whether a seed was trained or "
+            f"loaded from the run cache, excluded). Before: the run "
             f"scored {before['scored_at']} at commit {before['code_commit']} ({before['machine']}); after: the run "
             f"scored {after['scored_at']} at commit {after['code_commit']} ({after['machine']}).")
     listed = ("Commits between the two that touch the package or the notebooks:\n\n"
@@ -468,8 +469,11 @@ def patient_overlap_section(report: dict) -> str:
 
 def gradcam_checks_section(checks) -> str:
     """The README's Grad-CAM verdicts (between its ``gradcam-verdicts`` markers), in the words of
-    :func:`pneumonia_cxr.gradcam_report.verdicts_section`."""
-    return pcx.gradcam_report.verdicts_section(checks)
+    :func:`pneumonia_cxr.gradcam_report.verdicts_section`, and which network each row explains."""
+    return (pcx.gradcam_report.verdicts_section(checks) + "\n\n" +
+            wrap("Each row explains one network: its family's saved seed (the lowest pooled validation log loss; "
+                 "`seed` in the bundle's metadata, `models/<family>.json`), not the seed-ensemble of the results "
+                 "table."))
 
 
 def data_findings_section(summary: dict) -> str:

@@ -97,7 +97,7 @@ def test_model_findings_answer_from_the_numbers(fgc, metrics):
     text = fgc.model_findings(metrics)
     lines = text.splitlines()
     assert lines[0] == (  # no paired tests in this record: judged by the 95% intervals, which overlap
-        "- **Pretrained for another purpose vs from scratch: no.** Test accuracy of each family's seed-ensemble "
+        "- **Pretrained for another purpose vs from scratch: not shown.** Test accuracy of each family's seed-ensemble "
         "(the mean logit of its 3 seeds), against the scratch CNN's 0.840 on the same test images: ImageNet "
         "Xception transfer (pretrained for recognising objects in photos) 0.886, not distinguishable (95% intervals); "
         "HED-VGG16 transfer (pretrained for edge detection) 0.790, not distinguishable (95% intervals). Not run: "
@@ -122,6 +122,9 @@ def test_pretrained_vs_scratch_is_judged_by_the_paired_test_not_the_point_estima
     assert rows["xception_imagenet_transfer"]["relation"] == "higher"  # 0.886 > 0.840, p 0.0004
     assert rows["face_dlib_resnet"]["relation"] == "not distinguishable"  # lower point estimate, but p 0.2
     assert fgc.pretrained_answer(list(rows.values())) == "partly"
+    lower = [{**row, "relation": "lower"} for row in rows.values()]
+    assert fgc.pretrained_answer(lower) == "no"
+    assert fgc.pretrained_answer(lower[:1] + [{**lower[1], "relation": "not distinguishable"}]) == "not shown"
     line = fgc.model_findings(record).splitlines()[0]
     assert "0.886, higher (McNemar p < 0.001)" in line and "0.700, not distinguishable (McNemar p 0.200)" in line
 
@@ -129,7 +132,7 @@ def test_pretrained_vs_scratch_is_judged_by_the_paired_test_not_the_point_estima
 def test_model_findings_of_the_new_record_name_the_face_family_and_judge_every_target(fgc, metrics):
     text = fgc.model_findings(_new_format(metrics))
     lines = text.splitlines()
-    assert lines[0].startswith("- **Pretrained for another purpose vs from scratch: no.**")
+    assert lines[0].startswith("- **Pretrained for another purpose vs from scratch: not shown.**")
     assert ("Face-recognition base (dlib ResNet) (pretrained for face recognition) 0.700, lower (95% intervals)"
             in lines[0])  # [0.670, 0.730] lies below the scratch CNN's interval
     assert lines[0].endswith("Not run: VGG-Face transfer, weights unavailable; HED-VGG16 transfer, compute budget "
@@ -251,8 +254,9 @@ def test_reference_finding_places_each_published_result_against_our_interval(fgc
     assert text.startswith("**Best model: ImageNet Xception transfer**, test accuracy 0.900 [0.885, 0.915], ROC-AUC")
     assert text == (
         "**Best model: ImageNet Xception transfer**, test accuracy 0.900 [0.885, 0.915], ROC-AUC 0.960 [0.950, 0.970]: "
-        "accuracy above the original study (scratch CNN 0.820, VGG-Face transfer 0.880); not distinguishable from "
-        "MedMNIST+ (ResNet-18 224 px 0.911, ResNet-18 128 px 0.899, VGG16 64 px 0.893) (inside our 95% interval); below "
+        "accuracy above the original study (scratch CNN 0.820, VGG-Face transfer 0.880); level with "
+        "MedMNIST+ (ResNet-18 224 px 0.911, ResNet-18 128 px 0.899, VGG16 64 px 0.893) (inside our 95% interval; no "
+        "test); below "
         "Kermany et al. 2018 (InceptionV3 0.928) and MedMNIST+ (DINO ViT-B/16 224 px 0.916); ROC-AUC below MedMNIST+ "
         "(ResNet-18 224 px 0.980, ResNet-18 128 px 0.979, VGG16 64 px 0.987, DINO ViT-B/16 224 px 0.989) (published "
         "protocols differ from ours; see the README's table of published results).")
@@ -328,11 +332,12 @@ def test_readme_question_and_answer_are_plain_and_give_one_accuracy_per_model(fg
     assert answer.startswith("Each model below was trained 3 times from different random starts (seeds); the accuracy "
                              "given is that of its seed-ensemble, which averages the trained networks' raw scores (the "
                              "mean logit)")
-    assert ("No, judged by a paired test (McNemar's) on the same test X-rays against the scratch CNN's accuracy of "
+    assert ("Not shown, judged by McNemar's paired test on the same test X-rays against the scratch CNN's accuracy of "
             "0.840: ImageNet Xception transfer (pretrained for recognising objects in photos) 0.886, not "
             "distinguishable (95% intervals); Face-recognition base (dlib ResNet) (pretrained for face recognition) "
-            "0.700, lower (95% intervals) (the original study reported single networks, not seed-ensembles, which "
-            "tend to score a little higher: scratch CNN 0.82 and VGG-Face transfer 0.88).") in answer
+            "0.700, lower (95% intervals) (the original study reported single networks, not seed-ensembles: scratch CNN "
+            "0.82 and VGG-Face transfer 0.88).") in answer
+    assert "was set after" not in answer  # no protocol entry says the judging rule changed
     assert "with probability 0.959 (its ROC-AUC), finds 97.9% of pneumonia X-rays (sensitivity) and clears 73.1%" in answer
     assert ("It meets 1 of the project's 4 targets for the best model; missed: accuracy ≥ 0.92, ROC-AUC "
             "≥ 0.975 (0.959) and specificity ≥ 0.85 (0.731); the scratch CNN's target (its seeds' mean accuracy "
@@ -342,6 +347,39 @@ def test_readme_question_and_answer_are_plain_and_give_one_accuracy_per_model(fg
     assert "0.820" not in answer and "0.880," not in answer  # neither the seed mean nor the served seed
     assert 3 <= answer.count(". ") + 1 <= 6
     assert answer.index("seed-ensemble") < answer.index("logit") < answer.index("ROC-AUC")
+
+
+def test_single_network_tests_pair_every_seed_with_every_scratch_seed_at_its_own_threshold(fgc):
+    y = np.array([0, 0, 1, 1, 1, 0])
+    entries = {"scratch_cnn": {"seeds": [{"seed": 0, "threshold": 0.0}, {"seed": 1, "threshold": 10.0}]},
+               "xception_imagenet_transfer": {"seeds": [{"seed": 0, "threshold": 0.0}]}}
+    logits = {"scratch_cnn": [np.array([-1, -1, 1, 1, -1, -1.]), np.array([-1, -1, 1, 1, 1, -1.])],
+              "xception_imagenet_transfer": [np.array([-1, -1, 1, 1, 1, -1.])]}
+    rows = fgc.single_network_tests(y, logits, entries)
+    assert [(r["a"], r["seed_a"], r["b"], r["seed_b"]) for r in rows] == [
+        ("xception_imagenet_transfer", 0, "scratch_cnn", 0), ("xception_imagenet_transfer", 0, "scratch_cnn", 1)]
+    assert rows[0]["accuracy_a"] == 1.0 and rows[0]["accuracy_b"] == pytest.approx(5 / 6)
+    assert (rows[0]["a_right_b_wrong"], rows[0]["a_wrong_b_right"]) == (1, 0)
+    assert rows[1]["accuracy_b"] == 0.5  # seed 1's own threshold (10) calls every image normal
+    assert fgc.single_network_tests(y, {"xception_imagenet_transfer": logits["xception_imagenet_transfer"]}, entries) == []
+
+
+def test_answer_counts_single_network_pairs_and_says_when_the_judging_rule_was_set(fgc, metrics):
+    new = _new_format(metrics)
+    new["paired_tests"] = [{"a": "scratch_cnn", "b": "xception_imagenet_transfer", "p_value": 0.7},
+                           {"a": "scratch_cnn", "b": "face_dlib_resnet", "p_value": 1e-6}]
+    new["single_network_tests"] = (
+        [{"a": "xception_imagenet_transfer", "b": "scratch_cnn", "p_value": p, "accuracy_a": 0.9, "accuracy_b": b}
+         for p, b in ((0.01, 0.85), (0.2, 0.88), (0.03, 0.95))]
+        + [{"a": "face_dlib_resnet", "b": "scratch_cnn", "p_value": 1e-5, "accuracy_a": 0.7, "accuracy_b": 0.85}])
+    new["protocol"]["history"] = [{"published": True}, {"published": True, "quick": True},
+                                  {"published": True, "reporting_changed_after": "judged by McNemar's paired test"}]
+    answer = fgc.readme_answer(new)
+    assert ("ImageNet Xception transfer (pretrained for recognising objects in photos) 0.886, not distinguishable "
+            "(McNemar p 0.700; seed against seed: higher in 1 of 3 pairs, lower in 1)") in answer
+    assert "(McNemar p < 0.001; seed against seed: higher in 0 of 1 pairs, lower in 1)" in answer
+    assert "This test was chosen after the 2nd scoring had been seen" in answer  # the quick entry is not counted
+    assert fgc.single_network_counts(metrics, "xception_imagenet_transfer") is None
 
 
 def test_trust_list_gives_the_overlap_the_shortcut_and_the_scorings_with_numbers(fgc, metrics):
@@ -372,8 +410,8 @@ def test_trust_list_gives_the_overlap_the_shortcut_and_the_scorings_with_numbers
 def test_compact_results_and_published_tables(fgc, metrics):
     table = fgc.compact_results_table(metrics).set_index("model")
     assert table.loc["Scratch CNN", "accuracy [95% CI]"] == "0.840 [0.810, 0.870]"
-    assert table.loc["Scratch CNN", "seeds"] == "3"
-    assert table.loc["Cross-model ensemble (2 models)", "seeds"] == "–"
+    assert table.loc["Scratch CNN", "single seeds: accuracy mean ± sd (n)"] == "0.820 ± 0.010 (3)"
+    assert table.loc["Cross-model ensemble (2 models)", "single seeds: accuracy mean ± sd (n)"] == "–"
     assert "VGG-Face transfer (not run: weights unavailable)" in table.index
     face = fgc.compact_results_table(_new_format(metrics)).set_index("model")
     assert face.loc["Face-recognition base (dlib ResNet)", "accuracy [95% CI]"] == "0.700 [0.670, 0.730]"
@@ -396,3 +434,18 @@ def test_errors_finding_counts_errors_not_rates():
     assert "most of its errors are NORMAL X-rays called PNEUMONIA." in _errors_finding(metrics)
     metrics["dataset"] = {"test_normal": 50, "test_pneumonia": 390}  # 15 false alarms against 29 misses
     assert "most of its errors are PNEUMONIA X-rays called NORMAL." in _errors_finding(metrics)
+
+def test_float32_target_is_judged_on_the_recipe_every_seed_and_the_frozen_passes(fgc, metrics):
+    assert not any(v["target"].startswith("float32") for v in fgc.target_verdicts(metrics))  # no recipe precision
+    run = _new_format(metrics)
+    run["training"].update({"frozen_pass_precision": "float32"})
+    run["training"]["scratch_recipe"]["precision"] = "float32"
+    run["cpu"] = {"native_bfloat16": True}
+    for entry in fgc.families(run).values():
+        for record in entry["seeds"]:
+            record["training_precision"] = "float32"
+    verdict = next(v for v in fgc.target_verdicts(run) if v["target"].startswith("float32"))
+    assert verdict["met"] and verdict["measured"] == ("recipe default float32; seeds trained in float32; frozen passes "
+                                                      "in float32, on a CPU with native bfloat16")
+    run["models"]["scratch_cnn"]["seeds"][0]["training_precision"] = "mixed_bfloat16"  # one seed followed the CPU
+    assert not next(v for v in fgc.target_verdicts(run) if v["target"].startswith("float32"))["met"]

@@ -288,3 +288,10 @@ def test_plot_json_and_caveat_carry_the_numbers(tmp_path):
     assert "On 100 full-size originals (40 NORMAL, 60 PNEUMONIA), for the Scratch CNN" in text
     assert "so the network leans on the distortion" in text and "a shift common to both classes" in text
     assert shortcut.shortcut_caveat(baseline).count("ROC-AUC") == 1
+
+    brief = shortcut.shortcut_caveat_brief(baseline, sensitivity)  # no sample words, no seeds recorded
+    assert "Letterboxing instead of squashing (100 originals) changes the logits" in brief
+    in_sample = shortcut.write_squash_sensitivity(summaries, tmp_path / "in_sample.json", sample="from the training "
+                                                  "splits (in-sample)", seeds={"scratch_cnn": 1, "xception": 1})
+    brief = shortcut.shortcut_caveat_brief(baseline, json.loads(in_sample.read_text()))
+    assert "Letterboxing instead of squashing (100 in-sample originals, saved seed 1) changes" in brief

@@ -256,6 +256,7 @@ def test_rerun_agreement_finds_what_changed_between_two_runs(fgc):
                         "seeds": [record(0, 0.80), record(1, 0.78)]},
         "vggface_transfer": {"status": "not run: weights unavailable"}}}
     after = copy.deepcopy(before)
+    after["models"]["scratch_cnn"]["seeds"][0].update({"from_cache": True, "train_seconds": 5.0})  # how, not what
     same = fgc.rerun_agreement(before, after)
     assert list(same["seed"]) == [0, 1, "ensemble"] and same["identical"].all() and (same["max_abs_diff"] == 0).all()
     after["models"]["scratch_cnn"]["seeds"][1]["test"]["accuracy"] = 0.75

@@ -154,8 +154,10 @@ def test_a_later_run_with_the_new_keys_renders_and_keeps_the_front_page_short(up
 def test_results_table_is_compact_and_readable(update_readme, metrics):
     section = update_readme.results_section(metrics)
     header = section.splitlines()[0]
-    assert header == "| model | accuracy [95% CI] | ROC-AUC [95% CI] | sensitivity | specificity | seeds |"
-    assert "| ImageNet Xception transfer | 0.886 [0.856, 0.916] | 0.959 [0.939, 0.969] | 0.970 | 0.731 | 3 |" in section
+    assert header == ("| model | accuracy [95% CI] | ROC-AUC [95% CI] | sensitivity | specificity | single seeds: "
+                      "accuracy mean ± sd (n) |")
+    assert ("| ImageNet Xception transfer | 0.886 [0.856, 0.916] | 0.959 [0.939, 0.969] | 0.970 | 0.731 | "
+            "0.866 ± 0.010 (3) |") in section
     assert "| VGG-Face transfer (not run: weights unavailable) | – |" in section
     assert "xception_imagenet_transfer" not in section  # readable names only
 
@@ -425,7 +427,7 @@ def test_first_screen_sections_of_the_new_record(update_readme, metrics, tmp_pat
     assert "(Xception, trained on ImageNet's everyday photos; dlib's face-recognition ResNet)" in question
     assert "dlib's ResNet face embedding (128 numbers per image) rather than VGG-Face's convolutional features" in question
     answer = update_readme.answer_section(new).replace("\n", " ")
-    assert ("No, judged by a paired test (McNemar's) on the same test X-rays against the scratch CNN's accuracy of "
+    assert ("Not shown, judged by McNemar's paired test on the same test X-rays against the scratch CNN's accuracy of "
             "0.840: ImageNet Xception transfer (pretrained for recognising objects in photos) 0.886, not "
             "distinguishable (95% intervals)") in answer
     overlap = {"overlap": [{"label": "PNEUMONIA", "reading": "patient_id", "target_ids": 202, "shared_ids": 170,
