@@ -82,7 +82,7 @@ def single_network_tests(y_true: Sequence[int], seed_logits: dict[str, Sequence[
 
     def networks(name: str) -> list[tuple[int, np.ndarray]]:
         return [(record["seed"], (np.asarray(logits) >= record["threshold"]).astype(int))
-                for record, logits in zip(entries[name]["seeds"], seed_logits[name])]
+                for record, logits in zip(entries[name]["seeds"], seed_logits[name], strict=True)]
 
     if reference not in seed_logits:
         return []

@@ -184,11 +184,13 @@ def single_network_counts(metrics: dict, name: str) -> dict[str, int] | None:
 
 
 def single_network_text(counts: Mapping | None) -> str:
-    """``seed against seed: higher in 5 of 9 pairs, lower in 0`` (McNemar p < 0.05; every single network
-    of the family against every one of the scratch CNN's), or "" without counts."""
+    """``seed against seed, uncorrected: higher in 5 of 9 pairs, lower in 0`` (McNemar p < 0.05, no correction
+    for the 9 overlapping tests; every single network of the family against every one of the scratch CNN's),
+    or "" without counts."""
     if not counts:
         return ""
-    return f"seed against seed: higher in {counts['higher']} of {counts['pairs']} pairs, lower in {counts['lower']}"
+    return (f"seed against seed, uncorrected: higher in {counts['higher']} of {counts['pairs']} pairs, "
+            f"lower in {counts['lower']}")
 
 
 def pretrained_answer(comparisons: Sequence[dict]) -> str:
@@ -201,11 +203,13 @@ def pretrained_answer(comparisons: Sequence[dict]) -> str:
     return "no" if lower == len(comparisons) else "not shown"
 
 
-def comparison_text(row: Mapping) -> str:
-    """``ImageNet Xception transfer (pretrained for ...) 0.909, not distinguishable (McNemar p 0.708)``."""
+def comparison_text(row: Mapping, purpose: bool = True) -> str:
+    """``ImageNet Xception transfer (pretrained for ...) 0.909, not distinguishable (McNemar p 0.708)``;
+    without the "(pretrained for ...)" where ``purpose`` is False (a text that has said it already)."""
     test = f"McNemar p {p_text(row['p'])}" if row["p"] is not None else "95% intervals"
     single = single_network_text(row.get("single"))
-    return (f"{display_name(row['name'])}{pretrained_for(row['name'])} {row['accuracy']:.3f}, {row['relation']} ({test}"
+    what = pretrained_for(row["name"]) if purpose else ""
+    return (f"{display_name(row['name'])}{what} {row['accuracy']:.3f}, {row['relation']} ({test}"
             + (f"; {single}" if single else "") + ")")
 
 
@@ -311,7 +315,7 @@ def _reference_finding(metrics: dict, references: Iterable = PUBLISHED_RESULTS) 
 
     def sentence(names: str, auc_interval: bool, auc_names: str, tail: str) -> str:
         parts = [f"above {_grouped(accuracy['above'], names)}" if accuracy["above"] else "",
-                 f"level with {_grouped(accuracy['within'], names)} (inside our 95% interval; no test)"
+                 f"within our 95% interval {_grouped(accuracy['within'], names)}"
                  if accuracy["within"] else "",
                  f"below {_grouped(accuracy['below'], names)}" if accuracy["below"] else ""]
         auc_parts = [f"{word} {_grouped(auc[key], auc_names, column=2)}"
@@ -533,9 +537,10 @@ def _test_target_verdicts(test: Mapping, metrics: Sequence[str], judged: str = "
 
 
 def _precision_verdict(metrics: dict) -> dict | None:
-    """The target "float32 by default on every CPU": met when the recipe's default precision is float32 and
-    every seed of every family trained, and the frozen passes ran, in float32, whatever the CPU offers
-    (``metrics["cpu"]["native_bfloat16"]``, named in the figure); None where the record has no recipe precision."""
+    """The target "float32 by default whatever the CPU": met when the recipe's default precision is float32 and
+    every seed of every family recorded training, and the frozen passes recorded running, in float32 (unrecorded
+    precisions do not pass), on this run's CPU (``metrics["cpu"]``: model and native bfloat16, named in the
+    figure); None where the record has no recipe precision."""
     training = metrics.get("training", {})
     default = (training.get("scratch_recipe") or {}).get("precision")
     if default is None:
@@ -543,10 +548,12 @@ def _precision_verdict(metrics: dict) -> dict | None:
     used = sorted({record["training_precision"] for entry in families(metrics).values()
                    for record in entry.get("seeds", []) if record.get("training_precision")})
     frozen = training.get("frozen_pass_precision")
-    native = (metrics.get("cpu") or {}).get("native_bfloat16")
-    cpu = "" if native is None else f", on a CPU {'with' if native else 'without'} native bfloat16"
-    return {"target": "float32 by default on every CPU (training and frozen passes)",
-            "met": bool(default == "float32" and set(used) <= {"float32"} and frozen in (None, "float32")),
+    cpu_record = metrics.get("cpu") or {}
+    native = cpu_record.get("native_bfloat16")
+    cpu = ("" if native is None else f", on {cpu_record.get('model', 'a CPU')} "
+           f"{'with' if native else 'without'} native bfloat16")
+    return {"target": "float32 by default whatever the CPU (training and frozen passes; judged on this run's CPU)",
+            "met": bool(default == "float32" and used == ["float32"] and frozen == "float32"),
             "measured": f"recipe default {default}; seeds trained in {', '.join(used) or '–'}; frozen passes in "
                         f"{frozen or '–'}{cpu}"}
 

@@ -48,11 +48,11 @@ def _seed_accuracy(entry: Mapping) -> str:
     """``0.869 ± 0.032 (3)``: the mean and sd of the family's single seeds' test accuracy and their number;
     one seed's accuracy alone; "–" for a cross-model ensemble or a record without seeds."""
     spread = entry.get("seed_spread") or {}
-    n = int(spread.get("n_seeds", len(entry.get("seeds", []))))
-    if "members" in entry or not n or "accuracy_mean" not in spread:
+    n = int(spread.get("n_seeds") or len(entry.get("seeds", [])))
+    if "members" in entry or not n or spread.get("accuracy_mean") is None:
         return "–"
-    if n == 1:
-        return f"{spread['accuracy_mean']:.3f} (1)"
+    if n == 1 or spread.get("accuracy_sd") is None:
+        return f"{spread['accuracy_mean']:.3f} ({n})"
     return f"{spread['accuracy_mean']:.3f} ± {spread['accuracy_sd']:.3f} ({n})"
 
 
@@ -136,7 +136,8 @@ def readme_answer(metrics: dict) -> str:
     if scratch and comparisons:
         answer = pretrained_answer(comparisons).capitalize()
         second = (f"{answer}, judged by McNemar's paired test on the same test X-rays against the scratch CNN's "
-                  f"accuracy of {scratch['test']['accuracy']:.3f}: " + "; ".join(comparison_text(row) for row in comparisons))
+                  f"accuracy of {scratch['test']['accuracy']:.3f}: "
+                  + "; ".join(comparison_text(row, purpose=False) for row in comparisons))
     else:
         second = "Test accuracy " + _and([f"{display_name(n)} {e['test']['accuracy']:.3f}" for n, e in scored.items()])
     published = [r for r in PUBLISHED_RESULTS if r[0].lower().startswith("original study")]
@@ -144,9 +145,10 @@ def readme_answer(metrics: dict) -> str:
         second += (" (the original study reported single networks, not seed-ensembles: "
                    + _and([f"{r[0].split(',', 1)[1].strip()} {r[1]:.2f}" for r in published]) + ")")
     sentences = [first, second + "."]
-    set_after = _rule_set_after(metrics)
+    set_after, revised_after = _judging_revisions(metrics)
     if scratch and comparisons and set_after:
-        sentences.append(f"This test was chosen after the {set_after} scoring had been seen "
+        again = f", and the reporting revised again after the {revised_after}" if revised_after else ""
+        sentences.append(f"This test was chosen after the {set_after} scoring had been seen{again} "
                          f"([protocol](docs/reproducibility.md#test-protocol)).")
     best = best_family(metrics)
     test = metrics["models"][best]["test"]
@@ -177,16 +179,21 @@ def readme_answer(metrics: dict) -> str:
     return " ".join(sentences)
 
 
-def _rule_set_after(metrics: dict) -> str | None:
-    """``"7th"``: the published scoring after which the pretrained-vs-scratch judgement became McNemar's test
-    (the first published history entry whose ``reporting_changed_after`` names it), or None."""
-    published = 0
+def _judging_revisions(metrics: dict) -> tuple[str | None, str | None]:
+    """(``"7th"``, ``"8th"``): the published scoring after which the pretrained-vs-scratch judgement became
+    McNemar's test (the first published history entry whose ``reporting_changed_after`` names it), and the
+    last published scoring after which the reporting was revised again (None where it was not, or no
+    entry names the test)."""
+    published, first, last = 0, None, None
     for entry in (metrics.get("protocol") or {}).get("history", []):
         if entry.get("published") and not entry.get("quick"):
             published += 1
-            if "McNemar" in entry.get("reporting_changed_after", ""):
-                return _ordinal(published)
-    return None
+            changed = entry.get("reporting_changed_after", "")
+            if first is None and "McNemar" in changed:
+                first = published
+            elif first is not None and changed:
+                last = published
+    return (_ordinal(first) if first else None), (_ordinal(last) if last else None)
 
 
 def _patient_overlap_bullet(overlap: Mapping) -> str | None:

@@ -254,9 +254,8 @@ def test_reference_finding_places_each_published_result_against_our_interval(fgc
     assert text.startswith("**Best model: ImageNet Xception transfer**, test accuracy 0.900 [0.885, 0.915], ROC-AUC")
     assert text == (
         "**Best model: ImageNet Xception transfer**, test accuracy 0.900 [0.885, 0.915], ROC-AUC 0.960 [0.950, 0.970]: "
-        "accuracy above the original study (scratch CNN 0.820, VGG-Face transfer 0.880); level with "
-        "MedMNIST+ (ResNet-18 224 px 0.911, ResNet-18 128 px 0.899, VGG16 64 px 0.893) (inside our 95% interval; no "
-        "test); below "
+        "accuracy above the original study (scratch CNN 0.820, VGG-Face transfer 0.880); within our 95% interval "
+        "MedMNIST+ (ResNet-18 224 px 0.911, ResNet-18 128 px 0.899, VGG16 64 px 0.893); below "
         "Kermany et al. 2018 (InceptionV3 0.928) and MedMNIST+ (DINO ViT-B/16 224 px 0.916); ROC-AUC below MedMNIST+ "
         "(ResNet-18 224 px 0.980, ResNet-18 128 px 0.979, VGG16 64 px 0.987, DINO ViT-B/16 224 px 0.989) (published "
         "protocols differ from ours; see the README's table of published results).")
@@ -333,11 +332,11 @@ def test_readme_question_and_answer_are_plain_and_give_one_accuracy_per_model(fg
                              "given is that of its seed-ensemble, which averages the trained networks' raw scores (the "
                              "mean logit)")
     assert ("Not shown, judged by McNemar's paired test on the same test X-rays against the scratch CNN's accuracy of "
-            "0.840: ImageNet Xception transfer (pretrained for recognising objects in photos) 0.886, not "
-            "distinguishable (95% intervals); Face-recognition base (dlib ResNet) (pretrained for face recognition) "
+            "0.840: ImageNet Xception transfer 0.886, not "
+            "distinguishable (95% intervals); Face-recognition base (dlib ResNet) "
             "0.700, lower (95% intervals) (the original study reported single networks, not seed-ensembles: scratch CNN "
             "0.82 and VGG-Face transfer 0.88).") in answer
-    assert "was set after" not in answer  # no protocol entry says the judging rule changed
+    assert "chosen after" not in answer  # no protocol entry says the judging rule changed
     assert "with probability 0.959 (its ROC-AUC), finds 97.9% of pneumonia X-rays (sensitivity) and clears 73.1%" in answer
     assert ("It meets 1 of the project's 4 targets for the best model; missed: accuracy ≥ 0.92, ROC-AUC "
             "≥ 0.975 (0.959) and specificity ≥ 0.85 (0.731); the scratch CNN's target (its seeds' mean accuracy "
@@ -375,10 +374,13 @@ def test_answer_counts_single_network_pairs_and_says_when_the_judging_rule_was_s
     new["protocol"]["history"] = [{"published": True}, {"published": True, "quick": True},
                                   {"published": True, "reporting_changed_after": "judged by McNemar's paired test"}]
     answer = fgc.readme_answer(new)
-    assert ("ImageNet Xception transfer (pretrained for recognising objects in photos) 0.886, not distinguishable "
-            "(McNemar p 0.700; seed against seed: higher in 1 of 3 pairs, lower in 1)") in answer
-    assert "(McNemar p < 0.001; seed against seed: higher in 0 of 1 pairs, lower in 1)" in answer
-    assert "This test was chosen after the 2nd scoring had been seen" in answer  # the quick entry is not counted
+    assert ("ImageNet Xception transfer 0.886, not distinguishable "
+            "(McNemar p 0.700; seed against seed, uncorrected: higher in 1 of 3 pairs, lower in 1)") in answer
+    assert "(McNemar p < 0.001; seed against seed, uncorrected: higher in 0 of 1 pairs, lower in 1)" in answer
+    assert "This test was chosen after the 2nd scoring had been seen (" in answer  # the quick entry is not counted
+    new["protocol"]["history"].append({"published": True, "reporting_changed_after": "wording"})
+    assert ("This test was chosen after the 2nd scoring had been seen, and the reporting revised again after the 3rd "
+            "(") in fgc.readme_answer(new)
     assert fgc.single_network_counts(metrics, "xception_imagenet_transfer") is None
 
 
@@ -437,15 +439,18 @@ def test_errors_finding_counts_errors_not_rates():
 
 def test_float32_target_is_judged_on_the_recipe_every_seed_and_the_frozen_passes(fgc, metrics):
     assert not any(v["target"].startswith("float32") for v in fgc.target_verdicts(metrics))  # no recipe precision
+    unrecorded = _new_format(metrics)
+    unrecorded["training"]["scratch_recipe"]["precision"] = "float32"  # no seed or frozen-pass precision recorded
+    assert not next(v for v in fgc.target_verdicts(unrecorded) if v["target"].startswith("float32"))["met"]
     run = _new_format(metrics)
     run["training"].update({"frozen_pass_precision": "float32"})
     run["training"]["scratch_recipe"]["precision"] = "float32"
-    run["cpu"] = {"native_bfloat16": True}
+    run["cpu"] = {"model": "AMD EPYC", "native_bfloat16": True}
     for entry in fgc.families(run).values():
         for record in entry["seeds"]:
             record["training_precision"] = "float32"
     verdict = next(v for v in fgc.target_verdicts(run) if v["target"].startswith("float32"))
     assert verdict["met"] and verdict["measured"] == ("recipe default float32; seeds trained in float32; frozen passes "
-                                                      "in float32, on a CPU with native bfloat16")
+                                                      "in float32, on AMD EPYC with native bfloat16")
     run["models"]["scratch_cnn"]["seeds"][0]["training_precision"] = "mixed_bfloat16"  # one seed followed the CPU
     assert not next(v for v in fgc.target_verdicts(run) if v["target"].startswith("float32"))["met"]

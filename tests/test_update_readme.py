@@ -428,7 +428,7 @@ def test_first_screen_sections_of_the_new_record(update_readme, metrics, tmp_pat
     assert "dlib's ResNet face embedding (128 numbers per image) rather than VGG-Face's convolutional features" in question
     answer = update_readme.answer_section(new).replace("\n", " ")
     assert ("Not shown, judged by McNemar's paired test on the same test X-rays against the scratch CNN's accuracy of "
-            "0.840: ImageNet Xception transfer (pretrained for recognising objects in photos) 0.886, not "
+            "0.840: ImageNet Xception transfer 0.886, not "
             "distinguishable (95% intervals)") in answer
     overlap = {"overlap": [{"label": "PNEUMONIA", "reading": "patient_id", "target_ids": 202, "shared_ids": 170,
                             "target_images": 390, "target_images_of_shared_ids": 320}]}
