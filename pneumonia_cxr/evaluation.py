@@ -86,10 +86,11 @@ def single_network_tests(y_true: Sequence[int], seed_logits: dict[str, Sequence[
 
     if reference not in seed_logits:
         return []
+    references = networks(reference)  # thresholded once, paired with every network of every family
     rows = []
     for name in (n for n in seed_logits if n != reference):
         for seed_a, pred_a in networks(name):
-            for seed_b, pred_b in networks(reference):
+            for seed_b, pred_b in references:
                 rows.append({"a": name, "seed_a": seed_a, "b": reference, "seed_b": seed_b,
                              "accuracy_a": float(np.mean(pred_a == y_true)), "accuracy_b": float(np.mean(pred_b == y_true)),
                              **mcnemar_exact(y_true, pred_a, pred_b)})
@@ -296,7 +297,8 @@ def rerun_agreement(before: dict, after: dict) -> pd.DataFrame:
     One row per family and seed (and per family's seed-ensemble or the cross-model ensemble, ``seed``
     = "ensemble") with the :data:`RERUN_FIELDS` values before and after; ``fields_compared``: how
     many values of the record were compared (every metric, interval, threshold and epoch; wall times
-    and whether the seed was loaded from the run cache excluded); ``max_abs_diff``: the largest absolute difference among the numeric ones;
+    and whether the seed was loaded from the run cache excluded); ``max_abs_diff``: the largest absolute
+    difference among the numeric ones;
     ``identical``: all compared values equal. A family or seed that only one run has gets a row with
     ``identical`` False and ``only_in`` naming that run ("" when both have it)."""
     rows = []

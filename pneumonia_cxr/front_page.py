@@ -130,7 +130,8 @@ def readme_answer(metrics: dict) -> str:
     seeds = f"{n_seeds[0]} times" if len(n_seeds) == 1 else "several times"
     first = (f"Each model below was trained {seeds} from different random starts (seeds); the accuracy given is "
              f"that of its seed-ensemble, which averages the trained networks' raw scores (the mean logit) with a "
-             f"cut-off set on validation images; accuracy is the share of the {data.get('test_n', 'official')} test X-rays labelled correctly.")
+             f"cut-off set on validation images; accuracy is the share of the {data.get('test_n', 'official')} test "
+             f"X-rays labelled correctly.")
     scratch = scored.get("scratch_cnn")
     comparisons = compared_with_scratch(metrics)
     if scratch and comparisons:

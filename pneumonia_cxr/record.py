@@ -103,8 +103,8 @@ def metrics_record(*, subsets: dict[str, pd.DataFrame], split_seed: int, machine
     training settings, every family's record (status, per-seed and seed-ensemble validation and test
     results), the paired tests between models on the test images (``paired_tests``: exact McNemar, one
     dict per pair with ``a`` and ``b`` named), the same test between single networks
-    (``single_network_tests``, :func:`pneumonia_cxr.evaluation.single_network_tests`) and the protocol (the rule, what was chosen on validation,
-    every scoring)."""
+    (``single_network_tests``, :func:`pneumonia_cxr.evaluation.single_network_tests`) and the protocol (the
+    rule, what was chosen on validation, every scoring)."""
     models = {name: {"status": status.get(name, "ok")} for name in status}
     for name, entry in entries.items():
         models.setdefault(name, {}).update(entry)
